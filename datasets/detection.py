@@ -1,0 +1,185 @@
+"""Detector samples as in Lu 2018: whole axial slices (T2WI or DWI) with lymph-node boxes as torchvision targets.
+
+Lu 2018 annotated metastatic nodes by their five locations; benign nodes are in the images but are not targets,
+so by default the targets are the metastatic nodes labelled by location (1..5, 0 is background), or all labelled 1
+with ``label_mode="single"``. ``targets="all"`` makes every node a target (node detection rather than metastasis
+detection). Slices without target nodes are kept as negatives (``negatives=False`` drops them).
+
+Each slice is resized to ``image_size`` x ``image_size`` (bilinear with antialiasing; boxes scaled with it) after a
+z-score over the whole volume, so intensities are comparable slice to slice; the grey slice is repeated into three
+channels for ImageNet-style backbones.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from rich.progress import track
+from torch.utils.data import Dataset
+
+from .cache import ArrayCache
+from .common import Pseudonyms, check_patients, sample_cache, volume_key
+from .errors import DataError
+from .index import DatasetIndex
+from .manifest import NODE_LOCATIONS, Box
+from .volumes import PlacedBox, load_sequence, place_boxes
+
+DETECTOR_SEQUENCES = ("T2WI", "DWI")
+TARGET_CHOICES = ("metastatic", "all")
+LABEL_MODES = ("location", "single")
+
+
+def class_names(label_mode: str) -> list[str]:
+    """Class names by label index (index 0 is the background)."""
+    return ["background", *NODE_LOCATIONS] if label_mode == "location" else ["background", "metastatic_node"]
+
+
+def _resize_volume(pixels: np.ndarray, image_size: int) -> np.ndarray:
+    volume = torch.from_numpy(np.array(pixels, dtype=np.float32))  # a copy: cached arrays are read-only
+    volume = (volume - volume.mean()) / max(float(volume.std()), 1e-6)
+    resized = F.interpolate(volume[:, None], size=(image_size, image_size), mode="bilinear", antialias=True)
+    return resized[:, 0].numpy()
+
+
+class NodeSliceDataset(Dataset):
+    """Lu 2018 detector samples of the given patients (see the module docstring).
+
+    Items are dicts: ``image`` float32 (3, S, S); ``target`` ``{"boxes": float32 (N, 4) XYXY, "labels": int64 (N,)}``;
+    ``patient`` (pseudonym); ``lnm``; ``center``; ``slice_position`` (mm).
+
+    Args:
+        index: the dataset index, without error-level problems.
+        patients: patient ids (from a `Split`).
+        sequence: T2WI or DWI (the high-b image).
+        image_size: output side in pixels.
+        targets: ``metastatic`` (Lu 2018) or ``all`` nodes.
+        label_mode: ``location`` (five classes) or ``single`` (one class).
+        negatives: keep slices without targets.
+        transform: an augmentation (`create_augmentation(..., task="detection")`), applied per item.
+        cache_root: the cache folder.
+        progress: show a progress bar while building.
+    """
+
+    def __init__(
+        self,
+        index: DatasetIndex,
+        patients: Sequence[str],
+        *,
+        sequence: str = "T2WI",
+        image_size: int = 256,
+        targets: str = "metastatic",
+        label_mode: str = "location",
+        negatives: bool = True,
+        transform: Callable[[dict], dict] | None = None,
+        cache_root: Path | None = None,
+        progress: bool = False,
+    ):
+        for name, value, allowed in (
+            ("sequence", sequence, DETECTOR_SEQUENCES),
+            ("targets", targets, TARGET_CHOICES),
+            ("label_mode", label_mode, LABEL_MODES),
+        ):
+            if value not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
+        index.raise_for_errors()
+        self.sequence, self.image_size, self.transform = sequence, image_size, transform
+        self.targets, self.label_mode = targets, label_mode
+        self.classes = class_names(label_mode)
+        self.patients = check_patients(index, patients)
+        pseudonym = Pseudonyms(index.root)
+        cache = sample_cache("lu2018-slices", cache_root)
+        volume_cache = sample_cache("volumes", cache_root)
+        self._arrays: list[np.ndarray] = []
+        self._positions: list[np.ndarray] = []
+        self._items: list[tuple[int, int, np.ndarray, np.ndarray]] = []
+        self._meta: list[dict] = []
+        for patient_id in track(self.patients, description=f"Lu slices ({sequence})", disable=not progress):
+            try:
+                arrays, placed = self._patient_slices(index, patient_id, cache, volume_cache)
+            except DataError as error:
+                index.exclude_or_raise(patient_id, error)
+                continue
+            record = index.patients[patient_id]
+            rows, columns = (int(v) for v in arrays["grid"])
+            scale = np.array([image_size / columns, image_size / rows] * 2, dtype=np.float32)
+            slot = len(self._arrays)
+            self._arrays.append(arrays["slices"])
+            self._positions.append(arrays["positions"])
+            self._meta.append({"patient": pseudonym(patient_id), "lnm": record.lnm, "center": record.center})
+            for k in range(arrays["slices"].shape[0]):
+                on_slice = [p.box for p in placed if p.slice_index == k]
+                if on_slice or negatives:
+                    self._items.append((slot, k, *self._target(on_slice, scale)))
+        if not self._items:
+            raise DataError(str(index.root), f"no samples: none of {len(self.patients)} patient(s) gave one")
+
+    def _patient_slices(
+        self, index: DatasetIndex, patient_id: str, cache: ArrayCache, volume_cache: ArrayCache
+    ) -> tuple[dict[str, np.ndarray], list[PlacedBox]]:
+        """One patient's resized slices (cached) and its target boxes placed on them."""
+        boxes = index.boxes_of(patient_id, self.sequence, "node")
+        boxes = [b for b in boxes if self.targets == "all" or b.metastatic]
+        key = {"volume": volume_key(index, patient_id, self.sequence), "params": {"image_size": self.image_size}}
+
+        def build():
+            volume = load_sequence(index, patient_id, self.sequence, volume_cache)
+            arrays = {
+                "slices": _resize_volume(volume.pixels, self.image_size),
+                "positions": np.asarray(volume.positions, dtype=np.float64),
+                "grid": np.array(volume.pixels.shape[1:]),
+                "spacing": np.array([volume.slice_spacing]),
+            }
+            return arrays, {}
+
+        arrays, _ = cache.get_or_build(key, build)
+        # Boxes are placed on every build of the dataset (cheap), so an annotation edit needs no cache rebuild.
+        return arrays, place_boxes(_GridView(arrays), boxes, f"{self.sequence} of patient {patient_id!r}")
+
+    def _target(self, boxes: list[Box], scale: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        xyxy = np.array([b.xyxy for b in boxes], dtype=np.float32).reshape(-1, 4) * scale
+        if self.label_mode == "location":
+            labels = [NODE_LOCATIONS.index(b.location) + 1 for b in boxes]
+        else:
+            labels = [1] * len(boxes)
+        return xyxy, np.array(labels, dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __getitem__(self, i: int) -> dict:
+        slot, k, xyxy, labels = self._items[i]
+        image = torch.from_numpy(np.array(self._arrays[slot][k], dtype=np.float32))
+        sample = {
+            "image": image.expand(3, -1, -1).contiguous(),
+            "target": {"boxes": torch.from_numpy(xyxy.copy()), "labels": torch.from_numpy(labels.copy())},
+            **self._meta[slot],
+            "slice_position": float(self._positions[slot][k]),
+        }
+        return self.transform(sample) if self.transform else sample
+
+    @property
+    def positive_items(self) -> int:
+        """How many items carry at least one target box."""
+        return sum(1 for item in self._items if len(item[3]))
+
+
+class _GridView:
+    """The geometry `place_boxes` needs, read from a cached entry (positions, grid size, slice spacing)."""
+
+    def __init__(self, arrays: dict[str, np.ndarray]):
+        self.positions = np.asarray(arrays["positions"])
+        rows, columns = (int(v) for v in arrays["grid"])
+        self.pixels = np.empty((len(self.positions), rows, columns), dtype=np.uint8)  # shape only, never read
+        self.slice_spacing = float(arrays["spacing"][0])
+
+
+def collate_detection(batch: list[dict]) -> tuple[list[torch.Tensor], list[dict], list[dict]]:
+    """torchvision detection style: (images, targets, the remaining fields per item)."""
+    images = [item["image"] for item in batch]
+    targets = [item["target"] for item in batch]
+    rest = [{k: v for k, v in item.items() if k not in {"image", "target"}} for item in batch]
+    return images, targets, rest

@@ -1,0 +1,1 @@
+"""Synthetic multi-centre pelvic MRI cohort (``harness synth``)."""

@@ -1,0 +1,1 @@
+"""Model registry (``harness.models``): arrives with the models issue."""
