@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -39,7 +40,15 @@ def _add_synth(commands) -> None:
         help="strength of the association between the primary tumour's appearance and nodal status: 0 = none; "
         "the default gives a learnable, not trivial, task (see docs/synthetic.md)",
     )
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing non-empty output folder")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace an existing cohort (a folder with a manifest.csv)"
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=min(4, os.cpu_count() or 1),
+        help="processes that render patients in parallel; the files are identical for any value (default: %(default)s)",
+    )
     parser.set_defaults(handler=_run_synth)
 
 
@@ -63,9 +72,14 @@ def _run_synth(args: argparse.Namespace) -> int:
             seed=args.seed,
             signal=signal,
             overwrite=args.overwrite,
+            workers=args.workers,
             progress=lambda done, total: bar.update(task, completed=done, total=total),
         )
-    console.print(f"[green]wrote[/] {summary}")
+    centres = ", ".join(f"centre {c}: {n} ({pos} LNM+)" for c, (n, pos) in summary.per_center.items())
+    console.print(
+        f"[green]wrote[/] {summary.out}: {summary.patients} patients ({summary.lnm_positive} LNM+; {centres}), "
+        f"{summary.n_files} DICOM files, {summary.n_bytes / 1e6:.0f} MB, seed {summary.seed}, signal {summary.signal}"
+    )
     return 0
 
 

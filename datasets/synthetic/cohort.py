@@ -1,0 +1,209 @@
+"""The cohort driver behind ``harness synth``: plan the patients, write them into a temporary folder, then rename it.
+
+An interrupted run (exception, Ctrl-C, SIGKILL) never leaves a half cohort at ``out``: everything is written into a
+hidden sibling ``.<name>.partial-*`` that becomes ``out`` only once complete (removed on errors; after a SIGKILL it
+stays behind, hidden, and can be deleted).
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import multiprocessing
+import os
+import secrets
+import shutil
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .patient import ANNOTATION_COLUMNS, PatientPlan, PatientResult, generate_patient
+from .scanners import centre_protocol
+
+DEFAULT_SIGNAL = 1.5
+LNM_PREVALENCE = 0.35
+GENERATOR_VERSION = "1"  # part of every UID: bump when the output for the same arguments changes
+MANIFEST_COLUMNS = ("patient_id", "center", "lnm", "mr_ln_status", "age")
+
+
+@dataclass(frozen=True)
+class CohortSummary:
+    """What `generate_cohort` wrote."""
+
+    out: Path
+    patients: int
+    centers: int
+    seed: int
+    signal: float
+    n_files: int
+    n_bytes: int
+    lnm_positive: int
+    mr_ln_positive: int
+    per_center: dict[str, tuple[int, int]] = field(default_factory=dict)  # label -> (patients, lnm positive)
+
+
+def _validate(out: Path, patients: int, centers: int, seed: int, signal: float, overwrite: bool, workers: int) -> None:
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"workers must be an integer >= 1, got {workers!r}")
+    if isinstance(patients, bool) or not isinstance(patients, int) or patients < 1:
+        raise ValueError(f"patients must be an integer >= 1, got {patients!r}")
+    if isinstance(centers, bool) or not isinstance(centers, int) or centers < 1:
+        raise ValueError(f"centers must be an integer >= 1, got {centers!r}")
+    if centers > patients:
+        raise ValueError(f"centers ({centers}) cannot exceed patients ({patients}): every centre needs a patient")
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
+    if not isinstance(signal, (int, float)) or not math.isfinite(signal) or signal < 0:
+        raise ValueError(f"signal must be a finite number >= 0, got {signal!r}")
+    if out.exists() or out.is_symlink():
+        if not out.is_dir() or out.is_symlink():
+            raise FileExistsError(f"{out} exists and is not a folder; choose another output path")
+        if any(out.iterdir()):
+            if not overwrite:
+                raise FileExistsError(f"{out} exists and is not empty; pass overwrite=True (--overwrite) to replace it")
+            if not (out / "manifest.csv").is_file():
+                raise FileExistsError(
+                    f"refusing to overwrite {out}: it is not empty and does not look like a cohort (no manifest.csv)"
+                )
+
+
+def plan_cohort(patients: int, centers: int, seed: int) -> list[PatientPlan]:
+    """Patients split as evenly as possible over the centres; lnm drawn per centre.
+
+    Each centre gets ``clip(Binomial(n, 0.35), 1, n - 1)`` positive patients when it has n >= 2 patients (both
+    classes everywhere), a Bernoulli(0.35) draw when it has one.
+    """
+    plans = []
+    for c in range(1, centers + 1):
+        n = patients // centers + (1 if c <= patients % centers else 0)
+        rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(c, 0)))
+        if n >= 2:
+            positives = int(np.clip(rng.binomial(n, LNM_PREVALENCE), 1, n - 1))
+        else:
+            positives = int(rng.random() < LNM_PREVALENCE)
+        lnm = np.zeros(n, dtype=int)
+        lnm[rng.permutation(n)[:positives]] = 1
+        protocol = centre_protocol(c)
+        for i in range(n):
+            pid = f"SYN-C{protocol.label}-{i + 1:04d}"
+            plans.append(PatientPlan(protocol, c, i + 1, pid, int(lnm[i])))
+    return plans
+
+
+def _write_csv(path: Path, columns: tuple[str, ...], rows: list[dict[str, str]]) -> None:
+    with path.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=list(columns), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def _results(
+    plans: list[PatientPlan], dicom: Path, seed: int, signal: float, key: str, workers: int
+) -> Iterator[PatientResult]:
+    """Per-patient results in plan order. Each patient has its own random streams, so the files do not depend on
+    `workers`; processes are spawned (not forked) so that a caller holding threads (torch, Ray) is safe."""
+    if workers == 1 or len(plans) == 1:
+        for plan in plans:
+            yield generate_patient(dicom, plan, seed=seed, signal=signal, cohort_key=key)
+        return
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=min(workers, len(plans)), mp_context=ctx) as pool:
+        futures = [pool.submit(generate_patient, dicom, p, seed=seed, signal=signal, cohort_key=key) for p in plans]
+        try:
+            for future in futures:
+                yield future.result()
+        finally:
+            for future in futures:
+                future.cancel()
+
+
+def _install(tmp: Path, out: Path) -> None:
+    """Put the finished cohort at `out` (replacing an empty folder or, when allowed, an old cohort)."""
+    old = None
+    if out.exists():
+        old = out.with_name(f".{out.name}.old-{tmp.name.rsplit('-', 1)[-1]}")
+        out.rename(old)
+    tmp.rename(out)
+    if old is not None:
+        shutil.rmtree(old)
+
+
+def generate_cohort(
+    out: Path,
+    *,
+    patients: int,
+    centers: int,
+    seed: int,
+    signal: float = DEFAULT_SIGNAL,
+    overwrite: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+    workers: int = 1,
+) -> CohortSummary:
+    """Generate a synthetic multi-centre pelvic MRI cohort in the harness's data format (docs/data-format.md).
+
+    Args:
+        out: the dataset folder to create (``manifest.csv``, ``annotations.csv``, ``dicom/``).
+        patients: number of patients (>= 1), split as evenly as possible over the centres.
+        centers: number of centres (1 <= centers <= patients); centre n uses `centre_protocol(n)`.
+        seed: non-negative integer; the same arguments give byte-identical files.
+        signal: effect size of the tumour-lnm association (difference of the latent tumour aggressiveness between
+            lnm=1 and lnm=0 patients, in SD units); 0 means the tumour is independent of lnm.
+        overwrite: replace `out` when it already holds a cohort (a folder with manifest.csv).
+        progress: called as ``progress(done, total)`` after each patient.
+        workers: processes rendering patients in parallel (the files are the same for any value).
+
+    Returns:
+        A `CohortSummary`.
+
+    Raises:
+        ValueError: invalid counts, seed or signal.
+        FileExistsError: `out` exists and is not empty (and overwrite is false, or it is not a cohort).
+    """
+    out = Path(out)
+    _validate(out, patients, centers, seed, signal, overwrite, workers)
+    plans = plan_cohort(patients, centers, seed)
+    key = f"lnm-harness-synth/{GENERATOR_VERSION}/{seed}/{patients}/{centers}/{float(signal)!r}"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # mkdir (not mkdtemp, which makes the folder private): the cohort gets the user's usual permissions.
+    tmp = out.with_name(f".{out.name}.partial-{os.getpid()}-{secrets.token_hex(4)}")
+    tmp.mkdir()
+    try:
+        manifest, annotations = [], []
+        n_files = n_bytes = 0
+        results = _results(plans, tmp / "dicom", seed, float(signal), key, workers)
+        try:
+            for done, result in enumerate(results, start=1):
+                manifest.append(result.manifest_row)
+                annotations += result.annotations
+                n_files += result.n_files
+                n_bytes += result.n_bytes
+                if progress is not None:
+                    progress(done, len(plans))
+        finally:
+            results.close()  # stops the worker processes before anything below deletes their output folder
+        _write_csv(tmp / "manifest.csv", MANIFEST_COLUMNS, manifest)
+        _write_csv(tmp / "annotations.csv", ANNOTATION_COLUMNS, annotations)
+        _validate(out, patients, centers, seed, signal, overwrite, workers)  # nothing appeared at `out` meanwhile
+        _install(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    per_center: dict[str, tuple[int, int]] = {}
+    for row in manifest:
+        n, pos = per_center.get(row["center"], (0, 0))
+        per_center[row["center"]] = (n + 1, pos + int(row["lnm"]))
+    return CohortSummary(
+        out=out,
+        patients=len(manifest),
+        centers=centers,
+        seed=seed,
+        signal=float(signal),
+        n_files=n_files,
+        n_bytes=n_bytes,
+        lnm_positive=sum(int(r["lnm"]) for r in manifest),
+        mr_ln_positive=sum(int(r["mr_ln_status"]) for r in manifest),
+        per_center=per_center,
+    )

@@ -1,0 +1,234 @@
+"""One synthetic patient: draw the phantom, render the centre's series, write the DICOM files, list the boxes."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import tissues as T
+from .dicom_writer import PatientHeader, SeriesHeader, series_template, uid, write_slice
+from .phantom import Phantom, draw_phantom
+from .render import (
+    SliceGrid,
+    bias_field,
+    make_grid,
+    object_boxes,
+    render_contrast,
+    render_dwi,
+    render_labels,
+    rician,
+    scanner_adc,
+)
+from .scanners import CentreProtocol, SeriesProtocol
+
+# MR-LN status (the radiologist's read of the nodes) against pathology: typical of size-criterion MRI nodal staging.
+MR_LN_SENSITIVITY = 0.60
+MR_LN_SPECIFICITY = 0.85
+STREAMS = ("anatomy", "tumour", "nodes", "reader", "meta", "noise")
+ANNOTATION_COLUMNS = (
+    "patient_id",
+    "sequence",
+    "slice_position_mm",
+    "kind",
+    "location",
+    "metastatic",
+    "x_min",
+    "y_min",
+    "x_max",
+    "y_max",
+)
+
+
+@dataclass(frozen=True)
+class PatientPlan:
+    """Who a patient is before anything is drawn: centre, number within the centre, id and nodal status."""
+
+    centre: CentreProtocol
+    centre_number: int
+    index: int  # 1-based within the centre
+    patient_id: str
+    lnm: int
+
+
+@dataclass
+class PatientResult:
+    manifest_row: dict[str, str]
+    annotations: list[dict[str, str]]
+    n_files: int
+    n_bytes: int
+
+
+def patient_streams(seed: int, centre_number: int, index: int) -> dict[str, np.random.Generator]:
+    """Independent random streams of one patient, keyed by (seed, centre, index, purpose) and nothing else.
+
+    The tumour stream is used by the tumour alone, so the tumour does not change when lnm (which only the node
+    stream and the lnm shift see) changes.
+    """
+    return {
+        name: np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(centre_number, index, i)))
+        for i, name in enumerate(STREAMS)
+    }
+
+
+def axial_half_window(centre: CentreProtocol) -> float:
+    """Half the cranio-caudal range covered by every axial series (slice centres), mm."""
+    return min((p.n_slices - 1) * p.spacing_mm / 2 for p in centre.series if p.plane == "axial")
+
+
+def series_folder(number: int, description: str) -> str:
+    return f"{number}_{re.sub(r'[^A-Za-z0-9._-]+', '_', description).strip('_')}"
+
+
+def _instance_order(n: int, plane: str, head_first: bool) -> list[int]:
+    """Position in acquisition order (0-based) of each slice index k (ascending position)."""
+    if plane == "axial" and head_first:
+        return [n - 1 - k for k in range(n)]
+    return list(range(n))
+
+
+class _Writer:
+    """Writes the series of one patient and collects the annotation rows."""
+
+    def __init__(self, root: Path, plan: PatientPlan, header: PatientHeader, cohort_key: str) -> None:
+        self.root, self.plan, self.header, self.key = root, plan, header, cohort_key
+        self.n_files = 0
+        self.n_bytes = 0
+        self.annotations: list[dict[str, str]] = []
+
+    def series(
+        self,
+        protocol: SeriesProtocol,
+        description: str,
+        number: int,
+        image_type: tuple[str, ...],
+        slope: float,
+        window: tuple[float, float],
+    ) -> tuple[SeriesHeader, Path]:
+        pid = self.plan.patient_id
+        header = SeriesHeader(
+            protocol, description, number, uid(self.key, pid, "series", number), image_type, slope, window
+        )
+        folder = self.root / pid / series_folder(number, description)
+        folder.mkdir(parents=True, exist_ok=True)
+        return header, folder
+
+    def write(
+        self,
+        header: SeriesHeader,
+        folder: Path,
+        grid: SliceGrid,
+        volumes: list[np.ndarray],
+        b_values: list[int | None],
+        interleaved: bool,
+    ) -> None:
+        """Write every slice of every b-value; InstanceNumber follows the vendor's acquisition order."""
+        n = grid.positions.size
+        order = _instance_order(n, grid.plane, self.plan.centre.axial_head_first)
+        nb = len(volumes)
+        for bi, (vol, b) in enumerate(zip(volumes, b_values, strict=True)):
+            template = series_template(
+                centre=self.plan.centre, patient=self.header, series=header, grid=grid, b_value=b
+            )
+            for k in range(n):
+                instance = (order[k] * nb + bi if interleaved else bi * n + order[k]) + 1
+                sop = uid(self.key, self.plan.patient_id, "image", header.number, instance)
+                self.n_bytes += write_slice(
+                    folder / f"{instance}.dcm", template, grid=grid, k=k, instance=instance, pixels=vol[k], sop_uid=sop
+                )
+                self.n_files += 1
+
+    def boxes(self, sequences: tuple[str, ...], grid: SliceGrid, labels: np.ndarray, phantom: Phantom) -> None:
+        """Tumour boxes on every series; node boxes on axial series only."""
+        objects: list[tuple[str, str, str, tuple[int, ...], tuple]] = [
+            ("tumour", "", "", (T.TUMOUR, T.TUMOUR_NECROSIS), phantom.tumour.shape.aabb())
+        ]
+        if grid.plane == "axial":
+            for node in phantom.nodes:
+                labels_of = (node.label, T.node_necrosis_label(node.index))
+                objects.append(("node", node.location, str(int(node.metastatic)), labels_of, node.shape.aabb()))
+        pid = self.plan.patient_id
+        for kind, location, metastatic, label_set, aabb in objects:
+            for k, x0, y0, x1, y1 in object_boxes(labels, grid, label_set, aabb):
+                position = f"{grid.slice_position(k):.3f}"
+                box = (str(x0), str(y0), str(x1), str(y1))
+                for sequence in sequences:
+                    values = (pid, sequence, position, kind, location, metastatic, *box)
+                    self.annotations.append(dict(zip(ANNOTATION_COLUMNS, values, strict=True)))
+
+
+def generate_patient(
+    dicom_root: Path, plan: PatientPlan, *, seed: int, signal: float, cohort_key: str
+) -> PatientResult:
+    """Render and write one patient under ``dicom_root / patient_id``.
+
+    Args:
+        dicom_root: the cohort's ``dicom/`` folder.
+        plan: centre, id and nodal status.
+        seed: the cohort seed (with the centre and index it keys the patient's random streams).
+        signal: tumour-lnm effect size.
+        cohort_key: text that makes the UIDs of this cohort unique.
+
+    Returns:
+        A `PatientResult` with the manifest row, the annotation rows, and the number and size of the files.
+    """
+    centre = plan.centre
+    rngs = patient_streams(seed, plan.centre_number, plan.index)
+    phantom = draw_phantom(
+        rngs, site=centre.tumour_site, lnm=plan.lnm, signal=signal, z_half_window=axial_half_window(centre)
+    )
+    meta, noise = rngs["meta"], rngs["noise"]
+    age = int(np.clip(round(meta.normal(52, 10)), 25, 80))
+    study_date = (dt.date(2019, 1, 1) + dt.timedelta(days=int(meta.integers(0, 1000)))).strftime("%Y%m%d")
+    draw = rngs["reader"].random()
+    mr_ln = int(draw < MR_LN_SENSITIVITY) if plan.lnm else int(draw >= MR_LN_SPECIFICITY)
+    pid = plan.patient_id
+    header = PatientHeader(pid, age, uid(cohort_key, pid, "study"), uid(cohort_key, pid, "frame"), study_date)
+    out = _Writer(dicom_root, plan, header, cohort_key)
+    for protocol in centre.series:
+        grid = make_grid(protocol, phantom)
+        labels, mod = render_labels(phantom, grid)
+        gain = bias_field(grid, phantom.focus, centre.bias, noise) * protocol.scale
+        sigma = protocol.noise * protocol.scale
+        scale = protocol.scale
+        if protocol.sequence == "DWI":
+            signals = render_dwi(labels, mod, phantom.lut, centre.b_values)
+            stored = [rician(s * gain, sigma, noise) for s in signals]
+            h, folder = out.series(
+                protocol,
+                protocol.description,
+                protocol.series_number,
+                ("ORIGINAL", "PRIMARY", "DIFFUSION", "NONE"),
+                1.0,
+                (0.4 * scale, 0.8 * scale),
+            )
+            out.write(h, folder, grid, stored, list(centre.b_values), centre.dwi_interleaved)
+            slope = centre.adc_rescale_slope
+            adc = scanner_adc(stored[0], stored[-1], centre.b_values[-1], sigma, slope)
+            h, folder = out.series(
+                protocol,
+                centre.adc_description,
+                centre.adc_series_number,
+                ("DERIVED", "PRIMARY", "DIFFUSION", "ADC"),
+                slope,
+                (1500 / slope, 3000 / slope),
+            )
+            out.write(h, folder, grid, [adc], [None], False)
+            out.boxes(("DWI", "ADC"), grid, labels, phantom)
+        else:
+            image = rician(render_contrast(labels, mod, phantom.lut, protocol.contrast) * gain, sigma, noise)
+            h, folder = out.series(
+                protocol,
+                protocol.description,
+                protocol.series_number,
+                ("ORIGINAL", "PRIMARY", "M", "ND"),
+                1.0,
+                (0.45 * scale, 0.9 * scale),
+            )
+            out.write(h, folder, grid, [image], [None], False)
+            out.boxes((protocol.sequence,), grid, labels, phantom)
+    row = {"patient_id": pid, "center": centre.label, "lnm": str(plan.lnm), "mr_ln_status": str(mr_ln), "age": str(age)}
+    return PatientResult(row, out.annotations, out.n_files, out.n_bytes)
