@@ -1,0 +1,250 @@
+"""Typed training-run configuration, loaded from YAML (``harness train TRIAL.yaml``; one point of a sweep).
+
+``yaml.safe_load`` then pydantic: unknown keys are errors, numbers written ``1e-3`` (a string to YAML 1.1) are
+coerced, and every error names its key path (``train.stage2_lr``) and the allowed values. ``--set key=value``
+overrides are applied to the raw mapping before validation, so they are checked like the file. The resolved config
+(every default filled in) is written next to the results.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from harness.datasets.sequences import SEQUENCES
+
+
+class ConfigError(ValueError):
+    """A configuration file or override is invalid; the message names the key path and what is allowed."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class SynthSpec(_Strict):
+    """A synthetic cohort generated once, before training, when ``out`` does not hold one yet."""
+
+    patients: int = Field(60, ge=1)
+    centers: int = Field(3, ge=1)
+    seed: int = Field(0, ge=0)
+    signal: float | None = Field(None, ge=0, description="None: the generator's default")
+    out: Path | None = Field(None, description="default: data/synth-<patients>p-<centers>c-seed<seed>-signal<signal>")
+
+
+class SplitSpec(_Strict):
+    """Patients into train / val (/ test): by centre (Wu's external validation) or stratified random."""
+
+    by: Literal["center", "random"] = "center"
+    val_centers: list[str] = Field(default_factory=lambda: ["3"])
+    test_centers: list[str] = Field(default_factory=list)
+    val_fraction: float = Field(0.3, gt=0, lt=1)
+    test_fraction: float = Field(0.0, ge=0, lt=1)
+    seed: int = 0
+
+    @field_validator("val_centers", "test_centers", mode="before")
+    @classmethod
+    def _centres_as_strings(cls, value: Any) -> Any:
+        return [str(v) for v in value] if isinstance(value, list) else value
+
+
+class DataConfig(_Strict):
+    root: Path | None = None
+    synth: SynthSpec | None = None
+    sequence: str = "T2WI"
+    augment: str = "none"
+    split: SplitSpec = Field(default_factory=SplitSpec)
+    on_error: Literal["error", "skip"] = "error"
+    crop_size: int = Field(64, ge=8, description="classifier: side of the tumour crop (64 in Wu 2020)")
+    margin_mm: float = Field(5.0, ge=0, description="classifier: peritumoural margin around the tumour box")
+    image_size: int = Field(256, ge=32, description="detector: slices resized to image_size x image_size")
+    targets: Literal["metastatic", "all"] = "metastatic"
+    label_mode: Literal["location", "single"] = "location"
+    negatives: bool = True
+
+    @field_validator("sequence")
+    @classmethod
+    def _known_sequence(cls, value: str) -> str:
+        if value not in SEQUENCES:
+            raise ValueError(f"unknown sequence {value!r}; known: {', '.join(SEQUENCES)}")
+        return value
+
+    @field_validator("augment")
+    @classmethod
+    def _known_augmentation(cls, value: str) -> str:
+        from harness.datasets.augment import list_augmentations
+
+        if value not in list_augmentations():
+            raise ValueError(f"unknown augmentation set {value!r}; known: {', '.join(list_augmentations())}")
+        return value
+
+    @model_validator(mode="after")
+    def _one_source(self) -> DataConfig:
+        if (self.root is None) == (self.synth is None):
+            raise ValueError("give exactly one of data.root (a dataset folder) or data.synth (a synthetic cohort)")
+        return self
+
+
+class ClassifierTraining(_Strict):
+    """Wu 2020 eMethods 4: stage 1 trains sub-networks 2-3 with sub-network 1 frozen, stage 2 trains everything.
+
+    The hybrid then trains sub-network 4 (the MLP) alone on the frozen image features, full batch, with Rprop (the
+    paper's "resilient backpropagation with weight backtracking"; torch's Rprop has no weight backtracking), and
+    fine-tunes all layers with SGD (lr 1e-3, momentum 0.9). L2 regularisation = weight decay on the MLP.
+    """
+
+    stage1_epochs: int = Field(20, ge=0)
+    stage1_optimizer: Literal["sgd", "rmsprop", "adam"] = "sgd"
+    stage1_lr: float = Field(1e-5, gt=0)
+    stage2_epochs: int = Field(30, ge=0)
+    stage2_optimizer: Literal["sgd", "rmsprop", "adam"] = "rmsprop"
+    stage2_lr: float = Field(5e-5, gt=0)
+    momentum: float = Field(0.0, ge=0, lt=1, description="for SGD stages; the paper gives none")
+    weight_decay: float = Field(0.0, ge=0)
+    batch_size: int = Field(128, ge=1)
+    hybrid_mlp_epochs: int = Field(100, ge=0, description="hybrid: full-batch Rprop steps on the MLP")
+    hybrid_finetune_epochs: int = Field(5, ge=0)
+    hybrid_finetune_lr: float = Field(1e-3, gt=0)
+    hybrid_l2: float = Field(1e-3, ge=0, description="hybrid: weight decay (L2) on the MLP")
+
+
+class DetectorTraining(_Strict):
+    """Lu 2018 (Table 2): SGD lr 1e-3, dropped to 1e-4 for the last quarter, momentum 0.9, weight decay 5e-4.
+
+    Training is approximate joint training (RPN and detection losses summed, one backward), torchvision's way; Lu
+    used py-faster-rcnn's four-step alternating training, which is not offered here.
+    """
+
+    epochs: int = Field(10, ge=1)
+    batch_size: int = Field(2, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    lr_drop_at: float = Field(0.75, gt=0, le=1, description="fraction of the iterations after which lr drops")
+    lr_drop_factor: float = Field(0.1, gt=0, le=1)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay: float = Field(5e-4, ge=0)
+    warmup_iters: int = Field(0, ge=0, description="linear warm-up iterations (not in the paper)")
+    grad_clip: float | None = Field(None, gt=0)
+    eval_every: int = Field(1, ge=0, description="validate every N epochs (and after the last); 0: only at the end")
+    score_threshold: float = Field(0.05, ge=0, le=1, description="detections kept for evaluation")
+
+
+class EarlyStopping(_Strict):
+    metric: str = "val_auc"
+    mode: Literal["max", "min"] = "max"
+    patience: int = Field(10, ge=1)
+    min_delta: float = Field(0.0, ge=0)
+
+
+class TrialConfig(_Strict):
+    """One training run. The same keys are one point of a sweep."""
+
+    name: str = "trial"
+    task: Literal["classification", "detection"]
+    model: str
+    model_kwargs: dict[str, Any] = Field(default_factory=dict)
+    data: DataConfig
+    train: ClassifierTraining | DetectorTraining | None = None
+    early_stopping: EarlyStopping | None = None
+    device: str = Field("auto", description="auto (CUDA when present), cpu, cuda, cuda:1...")
+    amp: Literal["auto", "off", "bf16", "fp16"] = "auto"
+    seed: int = 0
+    num_workers: int = Field(0, ge=0)
+    n_boot: int = Field(1000, ge=100, description="bootstrap resamples for the AUC CI")
+    output_dir: Path = Path("runs")
+    log_every: int = Field(10, ge=1)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TrialConfig:
+        from harness.models import list_models, model_signature, model_task
+
+        known = list_models(task=self.task)
+        if self.model not in known:
+            raise ValueError(f"model: unknown {self.task} model {self.model!r}; known: {', '.join(known)}")
+        if model_task(self.model) != self.task:
+            raise ValueError(f"model: {self.model!r} is a {model_task(self.model)} model, not {self.task}")
+        accepted = set(model_signature(self.model).parameters)
+        unknown = sorted(set(self.model_kwargs) - accepted)
+        if unknown:
+            raise ValueError(f"model_kwargs: {unknown} not accepted by {self.model}; accepted: {sorted(accepted)}")
+        if self.task == "detection" and self.data.sequence not in ("T2WI", "DWI"):
+            raise ValueError(f"data.sequence: detection uses axial T2WI or DWI, got {self.data.sequence!r}")
+        return self
+
+    def resolved(self) -> dict[str, Any]:
+        """The config with every default filled in, JSON/YAML-able (written next to the results)."""
+        return self.model_dump(mode="json")
+
+
+def _set_path(raw: dict, dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    node = raw
+    for key in keys[:-1]:
+        child = node.get(key)
+        if child is None:
+            child = node[key] = {}
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set {dotted}: {key!r} is not a section")
+        node = child
+    node[keys[-1]] = value
+
+
+def apply_overrides(raw: dict, overrides: list[str]) -> dict:
+    """Apply ``key.path=value`` overrides; values are parsed as YAML (``5``, ``1e-3``, ``[3]``, ``true``)."""
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected key=value, e.g. train.stage2_epochs=5")
+        key, text = item.split("=", 1)
+        _set_path(raw, key.strip(), yaml.safe_load(text))
+    return raw
+
+
+def format_validation_error(error: ValidationError, source: str) -> str:
+    """One line per problem: ``source: key.path: message``."""
+    lines = []
+    for item in error.errors():
+        path = ".".join(str(p) for p in item["loc"] if not str(p).startswith(("function-", "Classifier", "Detector")))
+        message = item["msg"].removeprefix("Value error, ")
+        lines.append(f"{source}: {path}: {message}" if path else f"{source}: {message}")
+    return "\n".join(lines)
+
+
+def parse_config(raw: dict, source: str = "config") -> TrialConfig:
+    """Validate a raw mapping. Raises `ConfigError` with every problem's key path."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: expected a mapping of keys at the top level")
+    # The train section's schema depends on the task: validate it on its own, with its own key prefix.
+    raw = dict(raw)
+    train_raw = raw.pop("train", None) or {}
+    problems, config, train = [], None, None
+    try:
+        config = TrialConfig.model_validate(raw)
+    except ValidationError as error:
+        problems.append(format_validation_error(error, source))
+    section = ClassifierTraining if raw.get("task") == "classification" else DetectorTraining
+    try:
+        train = section.model_validate(train_raw)
+    except ValidationError as error:
+        problems.append(
+            format_validation_error(error, f"{source}: train").replace(f"{source}: train: ", f"{source}: train.")
+        )
+    if problems:
+        raise ConfigError("\n".join(problems))
+    config.train = train
+    return config
+
+
+def load_config(path: Path | str, overrides: list[str] = ()) -> TrialConfig:
+    """Load a trial YAML, apply ``--set`` overrides, validate."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: file not found") from None
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not valid YAML: {error}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of keys at the top level")
+    return parse_config(apply_overrides(raw, list(overrides)), str(path))

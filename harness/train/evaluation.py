@@ -1,0 +1,106 @@
+"""The end of a run: final metrics on the chosen model, predictions (pseudonyms only), plots, ``metrics.json``."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from harness.config import TrialConfig
+from harness.metrics.classification import classifier_report
+from harness.metrics.froc import froc
+from harness.metrics.plots import plot_froc, plot_roc_curves
+
+from . import classifier as cls
+from . import detector as det
+
+
+def write_json_atomic(path: Path, payload: dict) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True, default=_json_default))
+    os.replace(tmp, path)
+
+
+def _json_default(value):
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    raise TypeError(f"not JSON-able: {type(value).__name__}")
+
+
+def write_history(out: Path, history: list[dict]) -> None:
+    """``history.csv``: one row per epoch, every metric seen (blank where an epoch did not compute it)."""
+    columns = list(dict.fromkeys(key for row in history for key in row))
+    tmp = out / f".history.csv.tmp-{os.getpid()}"
+    with tmp.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(history)
+    os.replace(tmp, out / "history.csv")
+
+
+def finite(metrics: dict[str, float]) -> dict[str, float | None]:
+    """NaN becomes None (null in JSON), so that metrics.json stays valid JSON."""
+    return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in metrics.items()}
+
+
+def _classifier_final(model, config: TrialConfig, data, device, dtype, out: Path) -> dict[str, float]:
+    batch = config.train.batch_size
+    train = cls.predict_slices(model, data.train_eval, device, dtype, batch)
+    metrics: dict[str, float] = {}
+    rows, curves = [], {}
+    cohorts = [("val", data.val)] + ([("test", data.test)] if data.test is not None else [])
+    train_scores = train.patient_level()
+    for prefix, dataset in cohorts:
+        slices = cls.predict_slices(model, dataset, device, dtype, batch)
+        scores = slices.patient_level()
+        mr_ln = slices.patient_mr_ln(scores)
+        report = classifier_report(
+            train_scores, scores, val_mr_ln_status=mr_ln if (mr_ln >= 0).all() else None,
+            val_slice_probs=slices.probs, val_slice_labels=slices.labels, prefix=prefix, n_boot=config.n_boot,
+            seed=config.seed,
+        )  # fmt: skip
+        metrics.update(report)
+        curves[prefix] = (scores.labels, scores.scores)
+        rows += [(prefix, p, s, y) for p, s, y in zip(scores.patients, scores.scores, scores.labels, strict=True)]
+    rows += [("train", p, s, y) for p, s, y in zip(train_scores.patients, train_scores.scores, train_scores.labels,
+                                                     strict=True)]  # fmt: skip
+    with (out / "predictions.csv").open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["split", "patient", "dl_score", "lnm"])
+        writer.writerows((split, p, f"{s:.6f}", int(y)) for split, p, s, y in rows)
+    plot_roc_curves(curves, out / "roc.png")
+    return metrics
+
+
+def _detector_final(model, config: TrialConfig, data, device, dtype, out: Path) -> dict[str, float]:
+    metrics: dict[str, float] = {}
+    rows = []
+    cohorts = [("val", data.val)] + ([("test", data.test)] if data.test is not None else [])
+    for prefix, dataset in cohorts:
+        preds, gts, fields = det.predict_detections(model, dataset, device, dtype)
+        metrics.update(det.detection_metrics(preds, gts, fields, dataset.classes, prefix))
+        if prefix == "val":
+            plot_froc(froc(preds, gts, [f["patient"] for f in fields]), out / "froc.png")
+        for pred, gt, item, score in zip(preds, gts, fields, det.highest_scores(preds), strict=True):
+            rows.append((prefix, item["patient"], f"{item['slice_position']:.3f}", f"{score:.6f}", len(gt["boxes"]),
+                         len(pred["boxes"])))  # fmt: skip
+    with (out / "predictions.csv").open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["split", "patient", "slice_position_mm", "max_score", "n_targets", "n_detections"])
+        writer.writerows(rows)
+    return metrics
+
+
+@torch.no_grad()
+def final_evaluation(model, config: TrialConfig, data, device, dtype, out: Path) -> dict[str, float]:
+    """Compute the final metrics of ``model``, write predictions, plots and ``metrics.json``; return the metrics."""
+    final = _classifier_final if config.task == "classification" else _detector_final
+    metrics = final(model, config, data, device, dtype, out)
+    metrics["n_train_patients"] = float(len(data.split.train))
+    write_json_atomic(out / "metrics.json", finite(metrics))
+    return metrics

@@ -1,0 +1,235 @@
+"""`run_training`: one training run from a `TrialConfig`, the same for ``harness train`` and a sweep's trial.
+
+Writes into ``output_dir/name/``: ``config.yaml`` (resolved), ``checkpoints/last.pt`` (every epoch) and
+``checkpoints/best.pt`` (the model the final metrics are computed on: the best epoch by the early-stopping metric,
+or the last epoch without early stopping), ``metrics.json``, ``history.csv``, predictions and plots.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import yaml
+from torch.utils.data import DataLoader
+
+from harness.config import TrialConfig
+from harness.datasets.detection import class_names
+from harness.models import create_model
+
+from . import classifier as cls
+from . import detector as det
+from .checkpoint import load_checkpoint, save_checkpoint
+from .engine import (
+    LoopState,
+    amp_dtype,
+    improved,
+    make_optimizer,
+    progress_bar,
+    seed_everything,
+    seed_worker,
+    select_device,
+    train_one_epoch,
+)
+from .evaluation import final_evaluation, write_history
+from .hooks import EpochInfo, HookList, Hooks
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainResult:
+    """What a run produced."""
+
+    metrics: dict[str, float]
+    output_dir: Path
+    best_checkpoint: Path
+    history: list[dict] = field(default_factory=list)
+    stopped_early: bool = False
+
+
+def build_model(config: TrialConfig) -> torch.nn.Module:
+    """The registry model with the config's kwargs (detectors get num_classes from ``data.label_mode``)."""
+    kwargs = dict(config.model_kwargs)
+    if config.task == "detection":
+        expected = len(class_names(config.data.label_mode))
+        if kwargs.setdefault("num_classes", expected) != expected:
+            raise ValueError(
+                f"model_kwargs.num_classes={kwargs['num_classes']} disagrees with data.label_mode="
+                f"{config.data.label_mode!r} ({expected} classes with the background)"
+            )
+    return create_model(config.model, **kwargs)
+
+
+class _Run:
+    """The state of one run between epochs: model, device, loop state, checkpoints, early stopping, hooks."""
+
+    def __init__(self, config: TrialConfig, hooks: Hooks, out: Path, progress: bool):
+        self.config, self.hooks, self.out = config, hooks, out
+        self.device = select_device(config.device)
+        self.dtype = amp_dtype(config.amp, self.device)
+        self.scaler = torch.amp.GradScaler("cuda") if self.dtype == torch.float16 else None
+        self.generator = seed_everything(config.seed)
+        self.model = build_model(config).to(self.device)
+        self.state = LoopState()
+        self.progress = progress_bar(progress)
+        self.last = out / "checkpoints" / "last.pt"
+        self.best = out / "checkpoints" / "best.pt"
+        self.resume_payload: dict | None = None
+        self.stopped_early = False
+
+    def restore(self) -> None:
+        """Continue from ``last.pt``: weights, loop state, RNG; the optimiser state is restored by its stage."""
+        payload = load_checkpoint(self.last, map_location=self.device)
+        self.model.load_state_dict(payload["model_state"])
+        self.state = LoopState(**payload["loop"])
+        torch.set_rng_state(payload["rng"])
+        self.resume_payload = payload
+        log.warning("resuming %s after epoch %d", self.out, self.state.epoch)
+
+    def optimizer_state_for(self, stage: str) -> dict | None:
+        payload = self.resume_payload
+        return payload["optimizer"] if payload and payload.get("stage") == stage else None
+
+    def end_epoch(self, stage: str, metrics: dict[str, float], optimizer, early_stopping: bool) -> bool:
+        """Bookkeeping after an epoch: best model, checkpoint, history, hooks. True means stop the stage."""
+        self.state.epoch += 1
+        metrics = {"epoch": self.state.epoch, **metrics}
+        rule = self.config.early_stopping
+        is_best, stop = False, False
+        if rule and early_stopping and rule.metric in metrics:
+            if improved(self.state, metrics[rule.metric], rule.mode, rule.min_delta):
+                self.state.best_metric, self.state.best_epoch, self.state.bad_epochs = (
+                    metrics[rule.metric],
+                    self.state.epoch,
+                    0,
+                )
+                is_best = True
+            else:
+                self.state.bad_epochs += 1
+                stop = self.state.bad_epochs >= rule.patience
+        self.state.history.append({"stage": stage, **metrics})
+        extra = {"loop": self.state.as_dict(), "stage": stage, "optimizer": optimizer.state_dict(),
+                 "rng": torch.get_rng_state()}  # fmt: skip
+        save_checkpoint(self.last, model=self.model, config=self.config.resolved(), **extra)
+        if is_best:
+            save_checkpoint(self.best, model=self.model, config=self.config.resolved(), **extra)
+        write_history(self.out, self.state.history)
+        info = EpochInfo(stage, self.state.epoch, metrics, is_best, str(self.last))
+        if self.hooks.after_epoch(info):
+            self.stopped_early = True
+            return True
+        if stop:
+            log.warning("early stopping: %s did not improve for %d epochs", rule.metric, rule.patience)
+            self.stopped_early = True
+        return stop
+
+    def loader(self, dataset, batch_size: int, shuffle: bool) -> DataLoader:
+        return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=self.generator,
+                          num_workers=self.config.num_workers, worker_init_fn=seed_worker)  # fmt: skip
+
+
+def _train_classifier(run: _Run, data) -> None:
+    train = run.config.train
+    hybrid = cls.is_hybrid(run.model)
+    loss_fn = cls.classification_loss(run.model, run.device)
+    done_before = 0
+    for stage in cls.classifier_stages(train, hybrid):
+        stage_end = done_before + (1 if stage.mlp_only else stage.epochs)
+        if run.state.epoch >= stage_end:
+            done_before = stage_end
+            continue
+        groups = cls.trainable_parameters(run.model, stage, train.hybrid_l2)
+        optimizer = make_optimizer(stage.optimizer, groups, stage.lr, train.momentum if stage.optimizer == "sgd"
+                                   else 0.0, train.weight_decay)  # fmt: skip
+        if (saved := run.optimizer_state_for(stage.name)) is not None:
+            optimizer.load_state_dict(saved)
+        if stage.mlp_only:  # full-batch Rprop steps on frozen features: one "epoch" in the history
+            optimizer.param_groups[-1]["l2"] = train.hybrid_l2
+            cached = cls.frozen_features(run.model, data.train_eval, run.device, train.batch_size)
+            losses = [cls.mlp_full_batch_step(run.model, optimizer, cached) for _ in range(stage.epochs)]
+            metrics = {"train_loss": losses[-1], **_classifier_validation(run, data)}
+            if run.end_epoch(stage.name, metrics, optimizer, early_stopping=False):
+                return
+            done_before = stage_end
+            continue
+        loader = run.loader(data.train, train.batch_size, shuffle=True)
+        with run.progress:
+            while run.state.epoch < stage_end:
+                run.model.train()
+                loss = train_one_epoch(stage=stage.name, state=run.state, loader=loader, loss_fn=loss_fn,
+                                       optimizer=optimizer, device=run.device, dtype=run.dtype, scaler=run.scaler,
+                                       hooks=run.hooks, progress=run.progress)  # fmt: skip
+                metrics = {"train_loss": loss, **_classifier_validation(run, data)}
+                if run.end_epoch(stage.name, metrics, optimizer, early_stopping=not stage.freeze_subnetwork1):
+                    return
+        done_before = stage_end
+
+
+def _classifier_validation(run: _Run, data) -> dict[str, float]:
+    predictions = cls.predict_slices(run.model, data.val, run.device, run.dtype, run.config.train.batch_size)
+    return cls.quick_validation(predictions)
+
+
+def _train_detector(run: _Run, data) -> None:
+    train = run.config.train
+    loader = det.detection_loader(data.train, train.batch_size, True, run.generator, run.config.num_workers)
+    total_iterations = train.epochs * len(loader)
+    params = [p for p in run.model.parameters() if p.requires_grad]
+    optimizer = make_optimizer("sgd", params, train.lr, train.momentum, train.weight_decay)
+    if (saved := run.optimizer_state_for("detector")) is not None:
+        optimizer.load_state_dict(saved)
+    names = data.train.classes
+    with run.progress:
+        while run.state.epoch < train.epochs:
+            run.model.train()
+            loss = train_one_epoch(stage="detector", state=run.state, loader=loader,
+                                   loss_fn=det.detection_loss(run.model, run.device), optimizer=optimizer,
+                                   device=run.device, dtype=run.dtype, scaler=run.scaler, hooks=run.hooks,
+                                   lr_at=det.lr_schedule(train, total_iterations), grad_clip=train.grad_clip,
+                                   progress=run.progress)  # fmt: skip
+            metrics = {"train_loss": loss}
+            last_epoch = run.state.epoch + 1 == train.epochs
+            if train.eval_every and ((run.state.epoch + 1) % train.eval_every == 0 or last_epoch):
+                preds, gts, fields = det.predict_detections(run.model, data.val, run.device, run.dtype)
+                metrics.update(det.detection_metrics(preds, gts, fields, names))
+            if run.end_epoch("detector", metrics, optimizer, early_stopping=True):
+                return
+
+
+def run_training(
+    config: TrialConfig,
+    *,
+    hooks: list[Hooks] | tuple[Hooks, ...] = (),
+    data_root: Path | None = None,
+    resume: bool = False,
+    progress: bool = True,
+) -> TrainResult:
+    """Train and evaluate one configuration (see the module docstring for what is written where).
+
+    Args:
+        config: the validated trial config.
+        hooks: called after each step and epoch (Tune reporting, MLflow logging attach here).
+        data_root: a dataset folder that overrides ``config.data`` (``harness train --data``).
+        resume: continue from ``checkpoints/last.pt`` when it exists.
+        progress: show progress bars.
+    """
+    out = (Path(config.output_dir) / config.name).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.yaml").write_text(yaml.safe_dump(config.resolved(), sort_keys=False))
+    run = _Run(config, HookList(hooks), out, progress)
+    if resume and run.last.is_file():
+        run.restore()
+    from .data import build_data
+
+    data = build_data(config, root=data_root, progress=progress)
+    (_train_classifier if config.task == "classification" else _train_detector)(run, data)
+    if not (config.early_stopping and run.best.is_file()):
+        extra = {"loop": run.state.as_dict(), "rng": torch.get_rng_state()}
+        save_checkpoint(run.best, model=run.model, config=config.resolved(), **extra)
+    else:
+        run.model.load_state_dict(load_checkpoint(run.best, map_location=run.device)["model_state"])
+    metrics = final_evaluation(run.model, config, data, run.device, run.dtype, out)
+    return TrainResult(metrics, out, run.best, run.state.history, run.stopped_early)
