@@ -31,17 +31,19 @@ DEFAULT_RULES: tuple[tuple[str, str], ...] = (
 RULES_FILE = "sequences.yaml"
 
 
+def check_sequence(value: str) -> str:
+    """``value`` if it is a known sequence name; ValueError listing the known ones otherwise (for validators)."""
+    if value not in SEQUENCES:
+        raise ValueError(f"unknown sequence {value!r}; known: {', '.join(SEQUENCES)}")
+    return value
+
+
 class _RuleModel(BaseModel):
     model_config = ConfigDict(extra="forbid")
     sequence: str
     pattern: str
 
-    @field_validator("sequence")
-    @classmethod
-    def _known_sequence(cls, value: str) -> str:
-        if value not in SEQUENCES:
-            raise ValueError(f"unknown sequence {value!r}; known: {', '.join(SEQUENCES)}")
-        return value
+    _known_sequence = field_validator("sequence")(classmethod(lambda cls, value: check_sequence(value)))
 
     @field_validator("pattern")
     @classmethod

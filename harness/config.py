@@ -14,7 +14,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from harness.datasets.sequences import SEQUENCES
+from harness.datasets.sequences import check_sequence
 
 
 class ConfigError(ValueError):
@@ -63,14 +63,11 @@ class DataConfig(_Strict):
     image_size: int = Field(256, ge=32, description="detector: slices resized to image_size x image_size")
     targets: Literal["metastatic", "all"] = "metastatic"
     label_mode: Literal["location", "single"] = "location"
-    negatives: bool = True
+    negatives: bool = Field(
+        True, description="detector: keep training slices without targets (validation always keeps every slice)"
+    )
 
-    @field_validator("sequence")
-    @classmethod
-    def _known_sequence(cls, value: str) -> str:
-        if value not in SEQUENCES:
-            raise ValueError(f"unknown sequence {value!r}; known: {', '.join(SEQUENCES)}")
-        return value
+    _known_sequence = field_validator("sequence")(classmethod(lambda cls, value: check_sequence(value)))
 
     @field_validator("augment")
     @classmethod

@@ -23,7 +23,7 @@ import numpy as np
 from .patient import ANNOTATION_COLUMNS, PatientPlan, PatientResult, generate_patient
 from .scanners import centre_protocol
 
-DEFAULT_SIGNAL = 1.5
+DEFAULT_SIGNAL = 2.5
 LNM_PREVALENCE = 0.35
 GENERATOR_VERSION = "1"  # part of every UID: bump when the output for the same arguments changes
 MANIFEST_COLUMNS = ("patient_id", "center", "lnm", "mr_ln_status", "age")

@@ -182,8 +182,11 @@ def draw_nodes(
         r_max = max(radii) * (1.0 + sum(lobe_amps))
         first = metastatic and i == 0
         center, location = None, ""
-        for attempt in range(200):
-            if first:
+        for attempt in range(600):
+            # The first metastatic node tries a first-echelon station; around a large primary (a strong `signal`
+            # makes lnm=1 tumours bigger) that station may be full, so after 200 tries any station will do (the
+            # first 200 tries are as before, so cohorts that could be drawn before are drawn unchanged).
+            if first and attempt < 200:
                 location = str(rng.choice(_FIRST_ECHELON[site]))
             elif attempt % 25 == 0:  # a location that keeps failing (not imaged, crowded) is replaced
                 location = str(rng.choice(LOCATIONS, p=probs))

@@ -84,18 +84,21 @@ def build_data(config: TrialConfig, root: Path | None = None, progress: bool = F
             )  # fmt: skip
     else:
 
-        def make(patients, transform=None):
+        def make(patients, transform=None, negatives=True):
             return NodeSliceDataset(
                 index, patients, sequence=data.sequence, image_size=data.image_size, targets=data.targets,
-                label_mode=data.label_mode, negatives=data.negatives, transform=transform, progress=progress,
+                label_mode=data.label_mode, negatives=negatives, transform=transform, progress=progress,
             )  # fmt: skip
 
     augment = create_augmentation(data.augment, config.task)
+    # Only the training set may drop slices without targets (Lu trained on annotated slices); evaluation keeps
+    # every slice, because FROC counts false positives per patient and image AUC needs negative slices.
+    train_kwargs = {"negatives": data.negatives} if config.task == "detection" else {}
     return TrialData(
         root=root,
         index=index,
         split=split,
-        train=make(split.train, augment),
+        train=make(split.train, augment, **train_kwargs),
         train_eval=make(split.train),
         val=make(split.val),
         test=make(split.test) if split.test else None,

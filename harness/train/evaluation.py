@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from harness.config import TrialConfig
+from harness.explain import draw_detections, grad_cam, gradient_saliency, save_attention_png
 from harness.metrics.classification import classifier_report
 from harness.metrics.froc import froc
 from harness.metrics.plots import plot_froc, plot_roc_curves
@@ -57,6 +58,8 @@ def _classifier_final(model, config: TrialConfig, data, device, dtype, out: Path
     train_scores = train.patient_level()
     for prefix, dataset in cohorts:
         slices = cls.predict_slices(model, dataset, device, dtype, batch)
+        if prefix == "val":
+            val_slices = slices
         scores = slices.patient_level()
         mr_ln = slices.patient_mr_ln(scores)
         report = classifier_report(
@@ -74,7 +77,27 @@ def _classifier_final(model, config: TrialConfig, data, device, dtype, out: Path
         writer.writerow(["split", "patient", "dl_score", "lnm"])
         writer.writerows((split, p, f"{s:.6f}", int(y)) for split, p, s, y in rows)
     plot_roc_curves(curves, out / "roc.png")
+    _attention_maps(model, data.val, val_slices, out / "attention")
     return metrics
+
+
+def _attention_maps(model, dataset, slices, folder: Path, per_class: int = 2) -> None:
+    """Gradient saliency (Wu eMethods 5) and Grad-CAM PNGs of the most confident val slices of each class."""
+    order = np.argsort(-slices.probs)
+    positives = [i for i in order if slices.labels[i] == 1][:per_class]  # most confident LNM+ slices
+    negatives = [i for i in order[::-1] if slices.labels[i] == 0][:per_class]  # most confident LNM- slices
+    for i in positives + negatives:
+        sample = dataset[int(i)]
+        clinical = None
+        if cls.is_hybrid(model):
+            clinical = torch.tensor([[float(sample["mr_ln_status"])]])
+        image = sample["image"]
+        saliency = gradient_saliency(model, image, clinical=clinical)
+        cam = grad_cam(model, image, clinical=clinical)
+        name = f"{sample['patient']}_z{sample['slice_position']:+.1f}_lnm{sample['label']}.png"
+        title = f"{sample['patient']} z={sample['slice_position']:.1f} mm, LNM {sample['label']}"
+        save_attention_png(image, folder / name, saliency=saliency, cam=cam, title=title,
+                           probability=float(slices.probs[i]))  # fmt: skip
 
 
 def _detector_final(model, config: TrialConfig, data, device, dtype, out: Path) -> dict[str, float]:
@@ -86,6 +109,7 @@ def _detector_final(model, config: TrialConfig, data, device, dtype, out: Path) 
         metrics.update(det.detection_metrics(preds, gts, fields, dataset.classes, prefix))
         if prefix == "val":
             plot_froc(froc(preds, gts, [f["patient"] for f in fields]), out / "froc.png")
+            _drawn_detections(dataset, preds, gts, fields, out / "detections", config.train.score_threshold)
         for pred, gt, item, score in zip(preds, gts, fields, det.highest_scores(preds), strict=True):
             rows.append((prefix, item["patient"], f"{item['slice_position']:.3f}", f"{score:.6f}", len(gt["boxes"]),
                          len(pred["boxes"])))  # fmt: skip
@@ -96,7 +120,18 @@ def _detector_final(model, config: TrialConfig, data, device, dtype, out: Path) 
     return metrics
 
 
-@torch.no_grad()
+def _drawn_detections(dataset, preds, gts, fields, folder: Path, threshold: float, count: int = 4) -> None:
+    """PNGs of a few val slices with their targets (green) and detections above ``threshold`` (red)."""
+    with_targets = [i for i, gt in enumerate(gts) if len(gt["boxes"])]
+    without = [i for i, gt in enumerate(gts) if not len(gt["boxes"])]
+    for i in with_targets[:count] + without[:1]:
+        item = fields[i]
+        name = f"{item['patient']}_z{item['slice_position']:+.1f}.png"
+        draw_detections(dataset[i]["image"], folder / name, prediction=preds[i], target=gts[i],
+                        class_names=dataset.classes, score_threshold=threshold,
+                        title=f"{item['patient']} z={item['slice_position']:.1f} mm")  # fmt: skip
+
+
 def final_evaluation(model, config: TrialConfig, data, device, dtype, out: Path) -> dict[str, float]:
     """Compute the final metrics of ``model``, write predictions, plots and ``metrics.json``; return the metrics."""
     final = _classifier_final if config.task == "classification" else _detector_final

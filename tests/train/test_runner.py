@@ -61,6 +61,8 @@ def test_classifier_run_writes_checkpoints_metrics_and_calls_hooks(root, tmp_pat
     predictions = (out / "predictions.csv").read_text()
     assert "pt-" in predictions and "P0" not in predictions  # pseudonyms only
     assert (out / "roc.png").stat().st_size > 0 and (out / "history.csv").read_text().count("\n") == 4
+    attention = sorted((out / "attention").glob("*.png"))
+    assert len(attention) == 4 and all(p.name.startswith("pt-") for p in attention)  # 2 LNM+ and 2 LNM- slices
     payload = load_checkpoint(result.best_checkpoint)
     assert payload["model_name"] == "wu2020" and payload["model_kwargs"]["width"] == 16
     assert payload["config"]["data"]["sequence"] == "T2WI"
@@ -143,6 +145,7 @@ def test_detector_run_reports_lu_and_coco_metrics(root, tmp_path):
     for key in ("val_map50", "val_map", "val_voc_map50", "val_froc", "val_image_auc", "val_ap50_mesorectal"):
         assert key in result.metrics
     assert (result.output_dir / "froc.png").stat().st_size > 0
+    assert len(list((result.output_dir / "detections").glob("*.png"))) == 2  # 1 val slice with a target + 1 without
 
 
 def test_train_cli_prints_metrics_json_last(root, tmp_path):
