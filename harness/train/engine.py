@@ -93,6 +93,8 @@ class LoopState:
 
     epoch: int = 0  # epochs completed, over all stages
     global_step: int = 0
+    stage_epochs: dict[str, int] = field(default_factory=dict)  # epochs completed per stage
+    finished_stages: list[str] = field(default_factory=list)  # stages run to their end (or stopped early)
     best_metric: float | None = None
     best_epoch: int | None = None
     bad_epochs: int = 0

@@ -78,7 +78,8 @@ class _Run:
         self.last = out / "checkpoints" / "last.pt"
         self.best = out / "checkpoints" / "best.pt"
         self.resume_payload: dict | None = None
-        self.stopped_early = False
+        self.stopped_early = False  # early stopping or a hook's request ended a stage before its last epoch
+        self.stop_requested = False  # a hook asked to end the whole run
 
     def restore(self) -> None:
         """Continue from ``last.pt``: weights, loop state, RNG; the optimiser state is restored by its stage."""
@@ -93,23 +94,35 @@ class _Run:
         payload = self.resume_payload
         return payload["optimizer"] if payload and payload.get("stage") == stage else None
 
-    def end_epoch(self, stage: str, metrics: dict[str, float], optimizer, early_stopping: bool) -> bool:
-        """Bookkeeping after an epoch: best model, checkpoint, history, hooks. True means stop the stage."""
-        self.state.epoch += 1
-        metrics = {"epoch": self.state.epoch, **metrics}
+    def _track_best(self, metrics: dict[str, float]) -> tuple[bool, bool]:
+        """(is this epoch the best so far, has the early-stopping patience run out)."""
         rule = self.config.early_stopping
-        is_best, stop = False, False
-        if rule and early_stopping and rule.metric in metrics:
-            if improved(self.state, metrics[rule.metric], rule.mode, rule.min_delta):
-                self.state.best_metric, self.state.best_epoch, self.state.bad_epochs = (
-                    metrics[rule.metric],
-                    self.state.epoch,
-                    0,
-                )
-                is_best = True
-            else:
-                self.state.bad_epochs += 1
-                stop = self.state.bad_epochs >= rule.patience
+        if not rule or rule.metric not in metrics:
+            return False, False
+        if improved(self.state, metrics[rule.metric], rule.mode, rule.min_delta):
+            self.state.best_metric, self.state.best_epoch = metrics[rule.metric], self.state.epoch
+            self.state.bad_epochs = 0
+            return True, False
+        self.state.bad_epochs += 1
+        return False, self.state.bad_epochs >= rule.patience
+
+    def end_epoch(self, stage: str, metrics: dict[str, float], optimizer, early_stopping: bool, last: bool) -> bool:
+        """Bookkeeping after an epoch: epoch counts, best model, checkpoints, history, hooks.
+
+        The stage's progress is recorded before the checkpoint is written, so a resumed run knows where it is.
+
+        Returns:
+            True to leave the current stage: early stopping (the next stage, if any, still runs) or a hook's stop
+            request (then ``stop_requested`` is set and the whole run ends).
+        """
+        self.state.epoch += 1
+        self.state.stage_epochs[stage] = self.state.stage_epochs.get(stage, 0) + 1
+        metrics = {"epoch": self.state.epoch, **metrics}
+        if self.state.stage_epochs[stage] == 1:
+            self.state.bad_epochs = 0  # patience counts within a stage; the best model is over the whole run
+        is_best, patience_out = self._track_best(metrics) if early_stopping else (False, False)
+        if last or patience_out:
+            self.state.finished_stages.append(stage)
         self.state.history.append({"stage": stage, **metrics})
         extra = {"loop": self.state.as_dict(), "stage": stage, "optimizer": optimizer.state_dict(),
                  "rng": torch.get_rng_state()}  # fmt: skip
@@ -117,14 +130,14 @@ class _Run:
         if is_best:
             save_checkpoint(self.best, model=self.model, config=self.config.resolved(), **extra)
         write_history(self.out, self.state.history)
-        info = EpochInfo(stage, self.state.epoch, metrics, is_best, str(self.last))
-        if self.hooks.after_epoch(info):
-            self.stopped_early = True
+        if self.hooks.after_epoch(EpochInfo(stage, self.state.epoch, metrics, is_best, str(self.last))):
+            self.stop_requested = self.stopped_early = True
             return True
-        if stop:
+        if patience_out:
+            rule = self.config.early_stopping
             log.warning("early stopping: %s did not improve for %d epochs", rule.metric, rule.patience)
             self.stopped_early = True
-        return stop
+        return patience_out
 
     def loader(self, dataset, batch_size: int, shuffle: bool) -> DataLoader:
         return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=self.generator,
@@ -133,17 +146,13 @@ class _Run:
 
 def _train_classifier(run: _Run, data) -> None:
     train = run.config.train
-    hybrid = cls.is_hybrid(run.model)
     loss_fn = cls.classification_loss(run.model, run.device)
-    done_before = 0
-    for stage in cls.classifier_stages(train, hybrid):
-        stage_end = done_before + (1 if stage.mlp_only else stage.epochs)
-        if run.state.epoch >= stage_end:
-            done_before = stage_end
+    for stage in cls.classifier_stages(train, cls.is_hybrid(run.model)):
+        if stage.name in run.state.finished_stages:
             continue
         groups = cls.trainable_parameters(run.model, stage, train.hybrid_l2)
-        optimizer = make_optimizer(stage.optimizer, groups, stage.lr, train.momentum if stage.optimizer == "sgd"
-                                   else 0.0, train.weight_decay)  # fmt: skip
+        momentum = train.momentum if stage.optimizer == "sgd" else 0.0
+        optimizer = make_optimizer(stage.optimizer, groups, stage.lr, momentum, train.weight_decay)
         if (saved := run.optimizer_state_for(stage.name)) is not None:
             optimizer.load_state_dict(saved)
         if stage.mlp_only:  # full-batch Rprop steps on frozen features: one "epoch" in the history
@@ -151,21 +160,21 @@ def _train_classifier(run: _Run, data) -> None:
             cached = cls.frozen_features(run.model, data.train_eval, run.device, train.batch_size)
             losses = [cls.mlp_full_batch_step(run.model, optimizer, cached) for _ in range(stage.epochs)]
             metrics = {"train_loss": losses[-1], **_classifier_validation(run, data)}
-            if run.end_epoch(stage.name, metrics, optimizer, early_stopping=False):
-                return
-            done_before = stage_end
-            continue
-        loader = run.loader(data.train, train.batch_size, shuffle=True)
-        with run.progress:
-            while run.state.epoch < stage_end:
-                run.model.train()
-                loss = train_one_epoch(stage=stage.name, state=run.state, loader=loader, loss_fn=loss_fn,
-                                       optimizer=optimizer, device=run.device, dtype=run.dtype, scaler=run.scaler,
-                                       hooks=run.hooks, progress=run.progress)  # fmt: skip
-                metrics = {"train_loss": loss, **_classifier_validation(run, data)}
-                if run.end_epoch(stage.name, metrics, optimizer, early_stopping=not stage.freeze_subnetwork1):
-                    return
-        done_before = stage_end
+            run.end_epoch(stage.name, metrics, optimizer, early_stopping=False, last=True)
+        else:
+            loader = run.loader(data.train, train.batch_size, shuffle=True)
+            with run.progress:
+                while run.state.stage_epochs.get(stage.name, 0) < stage.epochs:
+                    run.model.train()
+                    loss = train_one_epoch(stage=stage.name, state=run.state, loader=loader, loss_fn=loss_fn,
+                                           optimizer=optimizer, device=run.device, dtype=run.dtype,
+                                           scaler=run.scaler, hooks=run.hooks, progress=run.progress)  # fmt: skip
+                    metrics = {"train_loss": loss, **_classifier_validation(run, data)}
+                    last = run.state.stage_epochs.get(stage.name, 0) + 1 == stage.epochs
+                    if run.end_epoch(stage.name, metrics, optimizer, not stage.freeze_subnetwork1, last):
+                        break
+        if run.stop_requested:
+            return
 
 
 def _classifier_validation(run: _Run, data) -> dict[str, float]:
@@ -176,26 +185,26 @@ def _classifier_validation(run: _Run, data) -> dict[str, float]:
 def _train_detector(run: _Run, data) -> None:
     train = run.config.train
     loader = det.detection_loader(data.train, train.batch_size, True, run.generator, run.config.num_workers)
-    total_iterations = train.epochs * len(loader)
+    lr_at = det.lr_schedule(train, train.epochs * len(loader))
     params = [p for p in run.model.parameters() if p.requires_grad]
     optimizer = make_optimizer("sgd", params, train.lr, train.momentum, train.weight_decay)
     if (saved := run.optimizer_state_for("detector")) is not None:
         optimizer.load_state_dict(saved)
-    names = data.train.classes
+    loss_fn = det.detection_loss(run.model, run.device)
     with run.progress:
-        while run.state.epoch < train.epochs:
+        while "detector" not in run.state.finished_stages:
             run.model.train()
-            loss = train_one_epoch(stage="detector", state=run.state, loader=loader,
-                                   loss_fn=det.detection_loss(run.model, run.device), optimizer=optimizer,
-                                   device=run.device, dtype=run.dtype, scaler=run.scaler, hooks=run.hooks,
-                                   lr_at=det.lr_schedule(train, total_iterations), grad_clip=train.grad_clip,
+            loss = train_one_epoch(stage="detector", state=run.state, loader=loader, loss_fn=loss_fn,
+                                   optimizer=optimizer, device=run.device, dtype=run.dtype, scaler=run.scaler,
+                                   hooks=run.hooks, lr_at=lr_at, grad_clip=train.grad_clip,
                                    progress=run.progress)  # fmt: skip
             metrics = {"train_loss": loss}
-            last_epoch = run.state.epoch + 1 == train.epochs
-            if train.eval_every and ((run.state.epoch + 1) % train.eval_every == 0 or last_epoch):
+            done = run.state.stage_epochs.get("detector", 0) + 1
+            last = done == train.epochs
+            if train.eval_every and (done % train.eval_every == 0 or last):
                 preds, gts, fields = det.predict_detections(run.model, data.val, run.device, run.dtype)
-                metrics.update(det.detection_metrics(preds, gts, fields, names))
-            if run.end_epoch("detector", metrics, optimizer, early_stopping=True):
+                metrics.update(det.detection_metrics(preds, gts, fields, data.train.classes))
+            if run.end_epoch("detector", metrics, optimizer, early_stopping=True, last=last):
                 return
 
 

@@ -121,6 +121,19 @@ def test_hybrid_trains_all_stages(root, tmp_path):
     assert "val_mrln_pos_auc" in result.metrics
 
 
+def test_early_stopping_ends_a_stage_not_the_hybrid_schedule(root, tmp_path):
+    raw = classifier_config(root, tmp_path, stage2_epochs=5, hybrid_mlp_epochs=3, hybrid_finetune_epochs=3)
+    raw["model"] = "wu2020_hybrid"
+    raw["early_stopping"] = {"metric": "train_loss", "mode": "min", "patience": 1, "min_delta": 10.0}
+    recorder = Recorder()
+    result = run_training(parse_config(raw), hooks=[recorder], progress=False)
+    stages = [e.stage for e in recorder.epochs]
+    assert stages == ["stage1", "stage2", "stage2", "hybrid_mlp", "hybrid_finetune"]
+    assert result.stopped_early
+    again = run_training(parse_config(raw), hooks=[Recorder()], resume=True, progress=False)
+    assert len(again.history) == 5  # every stage is finished: resuming trains nothing more
+
+
 def detector_config(root: Path, out: Path) -> dict:
     return {
         "name": "tiny-det",
