@@ -308,9 +308,12 @@ def fasterrcnn_mobilenet_v3_fpn(
     box_batch_size_per_image: int = 512,
     box_detections_per_img: int = 100,
     box_score_thresh: float = 0.05,
+    returned_layers: Sequence[int] = (4, 5),
 ) -> FasterRCNN:
-    """torchvision's ``fasterrcnn_mobilenet_v3_large_fpn`` (MobileNetV3-Large + FPN, 3 maps at strides 16, 32, 64),
-    built without downloads. Defaults are torchvision's except the input size (512) and normalisation (none).
+    """torchvision's ``fasterrcnn_mobilenet_v3_large_fpn`` (MobileNetV3-Large + FPN), built without downloads.
+    Defaults are torchvision's except the input size (512) and normalisation (none). torchvision's maps are coarse
+    (stages 4 and 5 are both stride 32, plus a pooled stride-64 level); ``returned_layers=(2, 3, 4)`` gives strides
+    8, 16, 32 (+64), for nodes of a few pixels.
 
     Args:
         num_classes: classes including background.
@@ -330,21 +333,27 @@ def fasterrcnn_mobilenet_v3_fpn(
         box_batch_size_per_image: RoIs sampled per image for the box head loss.
         box_detections_per_img: detections returned per image.
         box_score_thresh: minimum class score of a returned detection.
+        returned_layers: MobileNetV3-Large stages that feed the FPN, of 1-5 (output strides 4, 8, 16, 32, 32, measured
+            at 256 px); the FPN adds one pooled level above the last, so anchors need ``len + 1`` levels.
     """
     model_name, options = "fasterrcnn_mobilenet_v3_fpn", _fasterrcnn_options(locals())
+    returned = sorted({int(layer) for layer in returned_layers})
+    if not returned or returned[0] < 1 or returned[-1] > 5:
+        raise ValueError(f"{model_name}: returned_layers must be stages within 1-5, got {list(returned_layers)}")
     state = resolve_weights("mobilenet_v3_large", weights_backbone)
     trainable = _trainable_layers(trainable_backbone_layers, state is not None, 6, model_name)
     norm_layer = misc.FrozenBatchNorm2d if state is not None else nn.BatchNorm2d
     backbone = mobilenet_backbone(
-        backbone_name="mobilenet_v3_large", weights=None, fpn=True, norm_layer=norm_layer, trainable_layers=trainable
-    )
+        backbone_name="mobilenet_v3_large", weights=None, fpn=True, norm_layer=norm_layer, trainable_layers=trainable,
+        returned_layers=returned,
+    )  # fmt: skip
     if state is not None:  # body = IntermediateLayerGetter over `features`: keys without the "features." prefix
         source = weights_source("mobilenet_v3_large", weights_backbone)
         load_into(backbone.body, state, source=source, key_map=lambda k: k.removeprefix("features."))
     return FasterRCNN(
         backbone,
         num_classes=num_classes,
-        rpn_anchor_generator=anchor_generator(anchor_sizes, aspect_ratios, 3, model_name),
+        rpn_anchor_generator=anchor_generator(anchor_sizes, aspect_ratios, len(returned) + 1, model_name),
         **options,
     )
 

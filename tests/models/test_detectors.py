@@ -146,3 +146,17 @@ def test_missing_imagenet_backbone_file_is_explained(tmp_path, monkeypatch):
         create_model("fasterrcnn_vgg16", weights_backbone="imagenet")
     with pytest.raises(FileNotFoundError, match="resnet50-0676ba61.pth"):
         create_model("fasterrcnn_resnet50_fpn", weights_backbone=True)
+
+
+def test_mobilenet_returned_layers_add_a_fine_level():
+    """torchvision's default maps are strides 32, 32, 64; stages 2-4 give 8, 16, 32 (+64) for small nodes."""
+    fine = create_model(
+        "fasterrcnn_mobilenet_v3_fpn", num_classes=2, min_size=128, max_size=128,
+        anchor_sizes=[[8], [16], [32], [64]], aspect_ratios=[1.0], returned_layers=[2, 3, 4],
+    )  # fmt: skip
+    default = create_model("fasterrcnn_mobilenet_v3_fpn", num_classes=2, min_size=128, max_size=128)
+    x = torch.randn(1, 3, 128, 128)
+    assert [v.shape[-1] for v in fine.eval().backbone(x).values()] == [16, 8, 4, 2]
+    assert [v.shape[-1] for v in default.eval().backbone(x).values()] == [4, 4, 2]
+    with pytest.raises(ValueError, match="returned_layers"):
+        create_model("fasterrcnn_mobilenet_v3_fpn", returned_layers=[0])
