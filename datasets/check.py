@@ -18,7 +18,7 @@ from rich.progress import track
 from .errors import DataError, Problem, Severity
 from .index import DatasetIndex, index_dataset
 from .manifest import NODE_LOCATIONS
-from .sequences import SEQUENCES
+from .sequences import SEQUENCES, load_rules
 from .volumes import load_sequence, place_boxes
 
 
@@ -61,7 +61,13 @@ def _validate_pixels(
             volume = load_sequence(index, patient_id, sequence)
             slices[sequence] += volume.pixels.shape[0]
             boxes = [b for kind in ("tumour", "node") for b in index.boxes_of(patient_id, sequence, kind)]
-            place_boxes(volume, boxes, f"{sequence} of patient {patient_id!r}")
+            place_boxes(
+                volume.positions,
+                volume.slice_spacing,
+                volume.pixels.shape[1:],
+                boxes,
+                f"{sequence} of patient {patient_id!r}",
+            )
         except DataError as error:
             problems.append((patient_id, Problem.from_error(error)))
     return problems, dict(slices)
@@ -124,8 +130,6 @@ def check_dataset(
         rules_path: a sequence-rules YAML other than ``root/sequences.yaml``.
         progress: show progress bars.
     """
-    from .sequences import load_rules
-
     root = Path(root)
     required = tuple(required)
     try:

@@ -25,7 +25,7 @@ from torch.utils.data import Dataset
 from torchvision.ops import roi_align
 
 from .cache import ArrayCache
-from .common import Pseudonyms, boxes_key, check_patients, sample_cache, volume_key
+from .common import Pseudonyms, boxes_key, check_patients, volume_key
 from .errors import DataError
 from .index import DatasetIndex
 from .series import Volume
@@ -103,8 +103,8 @@ class TumourSliceDataset(Dataset):
         self.sequence, self.size, self.margin_mm, self.transform = sequence, size, margin_mm, transform
         self.patients = check_patients(index, patients)
         pseudonym = Pseudonyms(index.root)
-        cache = sample_cache("wu2020-samples", cache_root)
-        volume_cache = sample_cache("volumes", cache_root)
+        cache = ArrayCache("wu2020-samples", cache_root)
+        volume_cache = ArrayCache("volumes", cache_root)
         self._arrays: list[np.ndarray] = []
         self._positions: list[np.ndarray] = []
         self._items: list[tuple[int, int]] = []
@@ -145,7 +145,9 @@ class TumourSliceDataset(Dataset):
 
         def build():
             volume = load_sequence(index, patient_id, self.sequence, volume_cache)
-            per_slice = _merged_boxes(place_boxes(volume, boxes, f"{self.sequence} of patient {patient_id!r}"))
+            where = f"{self.sequence} of patient {patient_id!r}"
+            grid = volume.pixels.shape[1:]
+            per_slice = _merged_boxes(place_boxes(volume.positions, volume.slice_spacing, grid, boxes, where))
             slices = sorted(per_slice)
             images = [
                 crop_three_slices(

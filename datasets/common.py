@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from .cache import ArrayCache, file_fingerprint
+from .cache import file_fingerprint
 from .errors import DataError
 from .index import DatasetIndex
 from .manifest import pseudonym_key, pseudonymize
@@ -50,7 +50,3 @@ class Pseudonyms:
 
     def __call__(self, patient_id: str) -> str:
         return pseudonymize(patient_id, self._key)
-
-
-def sample_cache(namespace: str, cache_root: Path | None) -> ArrayCache:
-    return ArrayCache(namespace, cache_root)

@@ -22,7 +22,7 @@ from rich.progress import track
 from torch.utils.data import Dataset
 
 from .cache import ArrayCache
-from .common import Pseudonyms, check_patients, sample_cache, volume_key
+from .common import Pseudonyms, check_patients, volume_key
 from .errors import DataError
 from .index import DatasetIndex
 from .manifest import NODE_LOCATIONS, Box
@@ -91,8 +91,8 @@ class NodeSliceDataset(Dataset):
         self.classes = class_names(label_mode)
         self.patients = check_patients(index, patients)
         pseudonym = Pseudonyms(index.root)
-        cache = sample_cache("lu2018-slices", cache_root)
-        volume_cache = sample_cache("volumes", cache_root)
+        cache = ArrayCache("lu2018-slices", cache_root)
+        volume_cache = ArrayCache("volumes", cache_root)
         self._arrays: list[np.ndarray] = []
         self._positions: list[np.ndarray] = []
         self._items: list[tuple[int, int, np.ndarray, np.ndarray]] = []
@@ -137,7 +137,9 @@ class NodeSliceDataset(Dataset):
 
         arrays, _ = cache.get_or_build(key, build)
         # Boxes are placed on every build of the dataset (cheap), so an annotation edit needs no cache rebuild.
-        return arrays, place_boxes(_GridView(arrays), boxes, f"{self.sequence} of patient {patient_id!r}")
+        where = f"{self.sequence} of patient {patient_id!r}"
+        grid = tuple(int(v) for v in arrays["grid"])
+        return arrays, place_boxes(arrays["positions"], float(arrays["spacing"][0]), grid, boxes, where)
 
     def _target(self, boxes: list[Box], scale: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         xyxy = np.array([b.xyxy for b in boxes], dtype=np.float32).reshape(-1, 4) * scale
@@ -165,16 +167,6 @@ class NodeSliceDataset(Dataset):
     def positive_items(self) -> int:
         """How many items carry at least one target box."""
         return sum(1 for item in self._items if len(item[3]))
-
-
-class _GridView:
-    """The geometry `place_boxes` needs, read from a cached entry (positions, grid size, slice spacing)."""
-
-    def __init__(self, arrays: dict[str, np.ndarray]):
-        self.positions = np.asarray(arrays["positions"])
-        rows, columns = (int(v) for v in arrays["grid"])
-        self.pixels = np.empty((len(self.positions), rows, columns), dtype=np.uint8)  # shape only, never read
-        self.slice_spacing = float(arrays["spacing"][0])
 
 
 def collate_detection(batch: list[dict]) -> tuple[list[torch.Tensor], list[dict], list[dict]]:

@@ -101,23 +101,32 @@ class PlacedBox:
     box: Box
 
 
-def place_boxes(volume: Volume, boxes: list[Box], where: str) -> list[PlacedBox]:
+def place_boxes(
+    positions: np.ndarray, slice_spacing: float, grid: tuple[int, int], boxes: list[Box], where: str
+) -> list[PlacedBox]:
     """Match each box's slice position to the nearest slice (within a quarter of the spacing).
+
+    Args:
+        positions: the slices' positions along the normal, mm.
+        slice_spacing: mm between slices (0 for a single slice).
+        grid: (rows, columns) of the slices.
+        boxes: the boxes to place.
+        where: what the slices are, for error messages.
 
     Raises:
         DataError: naming the annotation line when a box matches no slice or lies outside the image.
     """
-    tolerance = 0.25 * volume.slice_spacing if volume.slice_spacing > 0 else 0.05
-    rows, columns = volume.pixels.shape[1:]
+    tolerance = 0.25 * slice_spacing if slice_spacing > 0 else 0.05
+    rows, columns = grid
     placed = []
     for box in boxes:
-        distances = np.abs(volume.positions - box.slice_position)
+        distances = np.abs(positions - box.slice_position)
         k = int(np.argmin(distances))
         if distances[k] > tolerance:
             raise DataError(
                 f"annotations.csv line {box.line}",
                 f"slice_position_mm {box.slice_position} matches no slice of {where} (nearest "
-                f"{volume.positions[k]:.3f} mm; slices span {volume.positions[0]:.3f}..{volume.positions[-1]:.3f})",
+                f"{positions[k]:.3f} mm; slices span {positions[0]:.3f}..{positions[-1]:.3f})",
             )
         x0, y0, x1, y1 = box.xyxy
         if x1 > columns or y1 > rows:

@@ -78,8 +78,6 @@ def run_model(result, batch):
 
 def test_stage1_freezes_subnetwork1(root, tmp_path):
     config = parse_config(classifier_config(root, tmp_path, stage2_epochs=0))
-    initial = torch.load  # keep a handle; weights compared through checkpoints
-    del initial
     torch.manual_seed(0)
     from harness.models import create_model
 
