@@ -1,0 +1,283 @@
+"""``harness compare``: a sweep's trials side by side, read back from MLflow (the layout of `harness.tracking`).
+
+The latest parent run of the sweep's experiment is compared: one table per task, trials sorted by sequence, augment
+and backbone, with each trial's DeLong p-value against the best trial of its task (best = highest ``val_auc`` for
+classifiers, highest ``val_map50`` for detectors), computed on the validation patients both trials scored.
+
+Detectors get no DeLong p ('—'): a detector's ``predictions.csv`` has one row per slice and no patient truth, and
+``n_targets > 0`` is not a substitute. Targets may include benign nodes (``data.targets: all``), and an LNM+
+patient may have no metastatic node boxed on the detector's sequence (a node outside the field of view, a box drawn
+on another sequence only). Guessing the truth from ``n_targets`` would give a wrong p. The logged ``val_patient_auc``
+is computed with the manifest's ``lnm`` and stays the trusted number.
+
+Tables, Markdown and HTML output: `harness.compare_report`.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from harness.tracking import PARENT_TAG, STUDY_TAG, SWEEP_TAG, TRIAL_TAG
+
+DASH = "—"
+BEST_METRIC = {"classification": "val_auc", "detection": "val_map50"}
+GROUP_KEYS = ("sequence", "augment", "backbone")
+EXCLUDED_EXPERIMENTS = ("benchmarks",)  # `harness bench` results: no sweep to compare
+
+
+class ExperimentNotFoundError(ValueError):
+    """The experiment asked for (or any sweep experiment) is not in the tracking store."""
+
+
+@dataclass
+class Trial:
+    """One child run: its identity, params, final metrics and (classifiers) validation predictions."""
+
+    run_id: str
+    name: str
+    status: str
+    task: str
+    key: str | None = None
+    study: str | None = None
+    params: dict[str, str] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+    val_predictions: pd.DataFrame | None = None  # columns patient, dl_score, lnm (classifiers only)
+    p_value: float = math.nan  # DeLong against the best trial of the task; NaN when not computable
+    is_best: bool = False
+
+    def metric(self, name: str) -> float | None:
+        """A metric's value, None when missing or not finite."""
+        value = self.metrics.get(name)
+        return value if value is not None and math.isfinite(value) else None
+
+    def group(self) -> tuple[str, str, str]:
+        """(sequence, augment, backbone); '—' where a param is missing."""
+        return tuple(self.params.get(k) or DASH for k in GROUP_KEYS)  # type: ignore[return-value]
+
+
+@dataclass
+class Comparison:
+    """The trials of one sweep execution (a parent run) of one experiment."""
+
+    tracking_uri: str
+    experiment: str
+    sweep: str
+    parent_run_id: str
+    trials: list[Trial]
+
+    def tasks(self) -> dict[str, list[Trial]]:
+        """Trials per task (classification first), sorted by sequence, augment, backbone and run name."""
+        order = {"classification": 0, "detection": 1}
+        by_task: dict[str, list[Trial]] = {}
+        for trial in sorted(self.trials, key=lambda t: (order.get(t.task, 2), t.task, t.group(), t.name)):
+            by_task.setdefault(trial.task, []).append(trial)
+        return by_task
+
+    def best(self, task: str) -> Trial | None:
+        """The best trial of ``task`` (see `pick_best`)."""
+        return next((t for t in self.trials if t.task == task and t.is_best), None)
+
+
+def load_comparison(tracking_uri: str, experiment: str | None) -> Comparison:
+    """Read the latest sweep execution of ``experiment`` from MLflow and compute the DeLong p-values.
+
+    Args:
+        tracking_uri: MLflow tracking URI (e.g. ``sqlite:///.../mlflow.db``).
+        experiment: experiment (= sweep) name; None picks the most recently created experiment that holds a sweep
+            parent run (``benchmarks`` excluded).
+
+    Returns:
+        The `Comparison` of the children of the latest parent run.
+
+    Raises:
+        ExperimentNotFoundError: no such experiment, or it holds no sweep parent run (the message lists the
+            experiments the store knows).
+    """
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    exp, parent = _find_sweep(client, experiment, tracking_uri)
+    children = _search(client, exp.experiment_id, f"tags.`{PARENT_TAG}` = '{parent.info.run_id}'")
+    trials = [_trial(client, run) for run in children]
+    _fill_unknown_tasks(trials)
+    for task in {t.task for t in trials}:
+        _compare_to_best(trials, task)
+    sweep = parent.data.tags.get(SWEEP_TAG, exp.name)
+    return Comparison(tracking_uri, exp.name, sweep, parent.info.run_id, trials)
+
+
+def _search(client, experiment_id: str, filter_string: str) -> list:
+    """Every run matching ``filter_string``, across result pages."""
+    runs, token = [], None
+    while True:
+        page = client.search_runs([experiment_id], filter_string=filter_string, max_results=1000, page_token=token)
+        runs += list(page)
+        token = page.token
+        if not token:
+            return runs
+
+
+def _experiments(client) -> list:
+    """Active experiments, newest first."""
+    found, token = [], None
+    while True:
+        page = client.search_experiments(max_results=1000, page_token=token)
+        found += list(page)
+        token = page.token
+        if not token:
+            return sorted(found, key=lambda e: e.creation_time or 0, reverse=True)
+
+
+def _latest_parent(client, experiment_id: str):
+    """The most recently started sweep parent run of an experiment (children carry the parent tag), or None."""
+    runs = _search(client, experiment_id, f"tags.`{SWEEP_TAG}` LIKE '%'")
+    parents = [r for r in runs if PARENT_TAG not in r.data.tags]
+    return max(parents, key=lambda r: r.info.start_time or 0, default=None)
+
+
+def _find_sweep(client, name: str | None, uri: str):
+    experiments = _experiments(client)
+    known = ", ".join(sorted(e.name for e in experiments)) or "none"
+    if name is not None:
+        exp = next((e for e in experiments if e.name == name), None)
+        parent = _latest_parent(client, exp.experiment_id) if exp else None
+        if exp is None or parent is None:
+            why = "not found" if exp is None else "holds no sweep parent run"
+            raise ExperimentNotFoundError(f"experiment {name!r} {why} in {uri}; known experiments: {known}")
+        return exp, parent
+    for exp in experiments:
+        if exp.name in EXCLUDED_EXPERIMENTS:
+            continue
+        parent = _latest_parent(client, exp.experiment_id)
+        if parent is not None:
+            return exp, parent
+    raise ExperimentNotFoundError(f"no experiment with a sweep run in {uri}; known experiments: {known}")
+
+
+def _trial(client, run) -> Trial:
+    tags, params = run.data.tags, dict(run.data.params)
+    task = params.get("task") or _task_from_metrics(run.data.metrics)
+    trial = Trial(run_id=run.info.run_id, name=run.info.run_name or run.info.run_id, status=run.info.status,
+                  task=task, key=tags.get(TRIAL_TAG), study=tags.get(STUDY_TAG), params=params,
+                  metrics=dict(run.data.metrics))  # fmt: skip
+    if task == "classification":
+        trial.val_predictions = _val_predictions(client, run.info.run_id)
+    return trial
+
+
+def _task_from_metrics(metrics: dict[str, float]) -> str:
+    if "val_map50" in metrics:
+        return "detection"
+    return "classification" if "val_auc" in metrics else "unknown"
+
+
+def _fill_unknown_tasks(trials: list[Trial]) -> None:
+    """A run that failed before logging anything takes the task of its study's other trials."""
+    by_study = {t.study: t.task for t in trials if t.task != "unknown" and t.study}
+    for trial in trials:
+        if trial.task == "unknown" and trial.study in by_study:
+            trial.task = by_study[trial.study]
+
+
+def _val_predictions(client, run_id: str) -> pd.DataFrame | None:
+    """The validation rows of a classifier's ``predictions.csv`` (None when the artifact is missing or unreadable)."""
+    from mlflow.exceptions import MlflowException
+
+    with tempfile.TemporaryDirectory() as folder:
+        try:
+            path = client.download_artifacts(run_id, "predictions.csv", folder)
+            frame = pd.read_csv(path, dtype={"patient": str, "split": str})
+        except (MlflowException, OSError, ValueError):
+            return None
+    if not {"split", "patient", "dl_score", "lnm"} <= set(frame.columns):
+        return None
+    val = frame.loc[frame["split"] == "val", ["patient", "dl_score", "lnm"]].copy()
+    for column in ("dl_score", "lnm"):  # a malformed value drops its row instead of failing the whole comparison
+        val[column] = pd.to_numeric(val[column], errors="coerce")
+    val = val[val["lnm"].isin([0, 1]) & val["dl_score"].map(math.isfinite)].dropna()
+    return val.drop_duplicates("patient").reset_index(drop=True)
+
+
+def pick_best(trials: Iterable[Trial], task: str) -> Trial | None:
+    """The trial with the highest best-metric of ``task``; on a tie a FINISHED trial wins, then the first by name."""
+    metric = BEST_METRIC.get(task)
+    scored = [t for t in trials if t.task == task and metric and t.metric(metric) is not None]
+    if not scored:
+        return None
+    return max(sorted(scored, key=lambda t: t.name), key=lambda t: (t.metric(metric), t.status == "FINISHED"))
+
+
+def _compare_to_best(trials: list[Trial], task: str) -> None:
+    best = pick_best(trials, task)
+    if best is None:
+        return
+    best.is_best = True
+    if task != "classification":
+        return  # detectors: no patient truth in predictions.csv (module docstring)
+    for trial in trials:
+        if trial.task == task and trial is not best:
+            trial.p_value = delong_p(trial.val_predictions, best.val_predictions)
+
+
+def shared_patients(a: pd.DataFrame, b: pd.DataFrame) -> tuple[list[int], list[float], list[float]] | None:
+    """(labels, scores of a, scores of b) on the validation patients both scored, sorted by patient.
+
+    None when a patient's truth differs between the two files: they were not scored on the same cohort.
+    """
+    merged = a.merge(b, on="patient", suffixes=("_a", "_b")).sort_values("patient")
+    if (merged["lnm_a"].astype(int) != merged["lnm_b"].astype(int)).any():
+        return None
+    return merged["lnm_a"].astype(int).tolist(), merged["dl_score_a"].tolist(), merged["dl_score_b"].tolist()
+
+
+def delong_p(a: pd.DataFrame | None, b: pd.DataFrame | None) -> float:
+    """DeLong's two-sided p between two classifiers' validation predictions on their shared patients (NaN if
+    either is missing, they share no patients, their truths disagree or a class has fewer than two patients)."""
+    from harness.metrics.delong import delong_test
+
+    if a is None or b is None:
+        return math.nan
+    shared = shared_patients(a, b)
+    if shared is None or not shared[0]:
+        return math.nan
+    try:
+        return float(delong_test(*shared).p_value)
+    except ValueError:  # e.g. scores of another length; a comparison with a gap beats no comparison
+        return math.nan
+
+
+def compare_command(experiment: str | None, tracking_uri: str, out_dir: Path, console) -> Comparison:
+    """``harness compare``: load the sweep, print its tables, write ``comparison.md`` and ``comparison.html``.
+
+    Args:
+        experiment: experiment name, or None for the latest sweep experiment.
+        tracking_uri: MLflow tracking URI.
+        out_dir: folder for the two reports (created).
+        console: a ``rich.console.Console``.
+
+    Returns:
+        The `Comparison`.
+    """
+    from harness.compare_report import print_comparison, write_html, write_markdown
+
+    comparison = load_comparison(tracking_uri, experiment)
+    print_comparison(comparison, console)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    markdown = write_markdown(comparison, out_dir / "comparison.md")
+    html = write_html(comparison, out_dir / "comparison.html")
+    console.print(f"Wrote {markdown} and {html}")
+    return comparison
+
+
+def print_comparison(comparison: Comparison, console) -> None:
+    """Print the comparison tables to a rich ``console`` (used at the end of ``harness run``)."""
+    from harness.compare_report import print_comparison as _print
+
+    _print(comparison, console)
