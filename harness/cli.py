@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from . import __version__
+from .cli_sweep import add_compare, add_run
 
 EPILOG = """\
 examples:
@@ -18,6 +19,8 @@ examples:
   harness data check data/demo --json > report.json            the same, as one JSON object
   harness train examples/train_classifier.yaml                 train and evaluate the Wu 2020 classifier
   harness train examples/train_detector.yaml --set train.epochs=2   a Lu 2018 detector, with an override
+  harness run examples/sweep.yaml                              a sweep with Ray Tune, tracked in ./mlflow.db
+  harness compare                                              the latest sweep's comparison table and report
 
 The dataset layout (manifest.csv, annotations.csv, dicom/) is described in README.md and docs/data-format.md.
 """
@@ -197,6 +200,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_synth(commands)
     _add_data(commands)
     _add_train(commands)
+    add_run(commands)
+    add_compare(commands)
     return parser
 
 
@@ -212,10 +217,11 @@ def main(argv: list[str] | None = None) -> int:
         handlers=[RichHandler(show_path=False, console=Console(stderr=True))],
     )
     from harness.datasets.errors import DataError
+    from harness.sweep import SweepError
 
     try:
         return args.handler(args)
-    except (DataError, ValueError, FileExistsError, FloatingPointError) as error:
+    except (DataError, ValueError, FileExistsError, FloatingPointError, SweepError) as error:
         print(f"harness {args.command}: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -1,0 +1,157 @@
+"""``harness run``: a sweep from plan to results (data first, then MLflow, then Ray, study by study).
+
+Folder of a sweep: ``<storage>/<name>/`` holds ``sweep.json`` (the parent run, for ``--resume``), one Ray Tune
+experiment per study, and ``outputs/<trial key>/`` (each trial's checkpoints, predictions and plots).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from rich.console import Console
+
+from harness import tracking
+from harness.config import DataConfig
+from harness.sweep import SweepError, SweepPlan
+from harness.sweep_view import TrialBoard
+from harness.tune import TrialOutcome, check_resources, connect, disconnect, run_study
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SweepOutcome:
+    """The end of a sweep: every trial's outcome and where the records are."""
+
+    name: str
+    tracking_uri: str
+    experiment: str
+    parent_run_id: str
+    trials: list[TrialOutcome]
+
+    @property
+    def failed(self) -> list[TrialOutcome]:
+        return [t for t in self.trials if t.status == "FAILED"]
+
+
+def _state_path(plan: SweepPlan) -> Path:
+    return plan.settings.storage / plan.settings.name / "sweep.json"
+
+
+def _write_state(plan: SweepPlan, state: dict) -> None:
+    path = _state_path(plan)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".sweep.json.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(state, indent=2))
+    os.replace(tmp, path)
+
+
+def _prepare_state(plan: SweepPlan, resume: bool, fresh: bool) -> dict | None:
+    """The saved state to resume from (None for a new sweep); refuses to mix a new sweep into an old folder."""
+    folder = plan.settings.storage / plan.settings.name
+    path = _state_path(plan)
+    if resume:
+        if not path.is_file():
+            raise SweepError(f"nothing to resume: {path} does not exist (run without --resume to start the sweep)")
+        return json.loads(path.read_text())
+    if folder.exists():
+        if not fresh:
+            raise SweepError(
+                f"sweep {plan.settings.name!r} already has results in {folder}: --resume continues it, --fresh "
+                "deletes that folder and starts over (MLflow keeps the earlier runs), or rename the sweep"
+            )
+        shutil.rmtree(folder)
+    return None
+
+
+def prepare_data(plan: SweepPlan, console: Console) -> dict[str, str]:
+    """Every dataset the trials use, generated once here (synthetic specs) before any trial starts.
+
+    Returns dataset folder -> fingerprint (tagged on the runs).
+    """
+    from harness.train.data import ensure_dataset
+
+    fingerprints: dict[str, str] = {}
+    for trial in plan.trials:
+        data = DataConfig.model_validate(trial.config["data"])
+        key = json.dumps(trial.config["data"].get("synth") or trial.config["data"].get("root"), sort_keys=True)
+        if key in fingerprints:
+            continue
+        if data.synth is not None:
+            console.print(f"[dim]dataset for {trial.study}: synthetic cohort {data.synth.patients} patients, "
+                          f"{data.synth.centers} centres (generated once when missing)")  # fmt: skip
+        root = ensure_dataset(data)
+        fingerprints[key] = tracking.dataset_fingerprint(root)
+    return fingerprints
+
+
+def run_sweep(
+    plan: SweepPlan,
+    *,
+    tracking_uri: str,
+    address: str | None = None,
+    resume: bool = False,
+    fresh: bool = False,
+    console: Console | None = None,
+    num_cpus: int | None = None,
+) -> SweepOutcome:
+    """Run every study of ``plan``; returns the outcomes (failed trials included: the caller decides the exit code)."""
+    console = console or Console()
+    settings = plan.settings
+    state = _prepare_state(plan, resume, fresh)
+    prepare_data(plan, console)
+    sweep_tracking = tracking.SweepTracking(tracking_uri, settings.name)
+    tags = {"harness.version": tracking.harness_version(), "git_commit": tracking.git_commit()}
+    parent = sweep_tracking.parent_run(settings.name, state["parent_run_id"] if state else None, tags,
+                                       {"studies": ",".join(s.study.name for s in plan.studies),
+                                        "trials": str(len(plan.trials))})  # fmt: skip
+    if state:
+        stale = sweep_tracking.mark_stale(parent, status="KILLED")
+        if stale:
+            console.print(f"[yellow]marked {len(stale)} runs left RUNNING by the interrupted sweep as KILLED; "
+                          "their trials continue them")  # fmt: skip
+    _write_state(plan, {"parent_run_id": parent, "tracking_uri": tracking_uri,
+                        "experiment_id": sweep_tracking.experiment_id, "status": "RUNNING"})  # fmt: skip
+    tracking_info = {"uri": tracking_uri, "experiment_id": sweep_tracking.experiment_id, "parent_run_id": parent,
+                     "tags": {tracking.SWEEP_TAG: settings.name, **tags}}  # fmt: skip
+    outcomes: list[TrialOutcome] = []
+    board = TrialBoard(console)
+    for study in plan.studies:
+        for trial in study.trials:
+            board.add(trial.key, trial.run_name.split(": ", 1)[-1], study.study.scheduler.metric,
+                      study.study.scheduler.mode)  # fmt: skip
+    storage = settings.storage / settings.name
+    interrupted = False
+    try:
+        cluster = connect(address, num_cpus)
+        check_resources(plan.studies, cluster, str(plan.source))
+        with board:
+            for study in plan.studies:
+                outcomes += run_study(study, storage, tracking_info, board, resume=state is not None)
+    except KeyboardInterrupt:
+        interrupted = True
+        raise
+    finally:
+        disconnect()
+        _finish(plan, sweep_tracking, parent, outcomes, interrupted)
+    return SweepOutcome(settings.name, tracking_uri, settings.name, parent, outcomes)
+
+
+def _finish(plan: SweepPlan, sweep_tracking, parent: str, outcomes: list[TrialOutcome], interrupted: bool) -> None:
+    """Honest statuses: no run stays RUNNING; the parent is FINISHED only when every trial ran to its end."""
+    left = sweep_tracking.mark_stale(parent, status="KILLED" if interrupted else "FAILED")
+    if left:
+        log.warning("runs left RUNNING, marked %s: %s", "KILLED" if interrupted else "FAILED", ", ".join(left))
+    complete = len(outcomes) == len(plan.trials) and not any(t.status == "FAILED" for t in outcomes)
+    status = "KILLED" if interrupted else ("FINISHED" if complete else "FAILED")
+    counts = {f"trials_{s.lower()}": float(sum(t.status == s for t in outcomes)) for s in ("FINISHED", "KILLED",
+                                                                                        "FAILED")}  # fmt: skip
+    sweep_tracking.end_parent(parent, status, counts)
+    state = json.loads(_state_path(plan).read_text())
+    state.update(status=status, trials=[asdict(t) for t in outcomes])
+    _write_state(plan, state)

@@ -1,0 +1,245 @@
+"""Every MLflow call of the harness (DESIGN.md §4).
+
+Layout: one experiment per sweep name; one parent run per sweep; one child run per trial, named after its grid
+point and tagged with the trial's key, so that a retried or restored trial finds and continues its own run.
+
+Rules this module keeps:
+- The driver creates the experiment (and so a fresh sqlite database's schema) before any trial starts: several
+  processes creating a sqlite database at once corrupt it.
+- Trials log with plain ``mlflow`` (not Ray's MLflow callbacks, which ignore the experiment, leave runs RUNNING and
+  duplicate restored runs) and end their run with its true status: FINISHED, KILLED (stopped by the scheduler),
+  FAILED (error). A run left RUNNING by a killed process is marked by the driver.
+- No patient names, ids or file paths in params, tags or metrics: paths are dropped from logged configs; patients in
+  artifacts are pseudonyms.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import os
+import subprocess
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+TRIAL_TAG = "harness.trial"  # the trial's key: how a retried trial finds its run
+SWEEP_TAG = "harness.sweep"
+STUDY_TAG = "harness.study"
+PARENT_TAG = "mlflow.parentRunId"
+PATH_KEYS = ("data.root", "data.synth.out", "output_dir")  # never logged: file paths
+MAX_PARAM_LENGTH = 500
+
+
+def default_tracking_uri(folder: Path | None = None) -> str:
+    """``sqlite:///<absolute folder>/mlflow.db`` (the working directory by default): absolute, because trials chdir."""
+    folder = (folder or Path.cwd()).resolve()
+    return f"sqlite:///{folder / 'mlflow.db'}"
+
+
+def artifact_root_for(uri: str) -> str | None:
+    """Artifacts next to a sqlite database (``mlartifacts/``); a server decides for itself (None)."""
+    if uri.startswith("sqlite:///"):
+        return (Path(uri.removeprefix("sqlite:///")).parent / "mlartifacts").as_uri()
+    return None
+
+
+def _client(uri: str):
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=uri)
+
+
+def prepare_experiment(uri: str, name: str) -> str:
+    """Create (or find) the experiment ``name``; returns its id. Call once, in the driver, before any trial."""
+    client = _client(uri)
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None:
+        if experiment.lifecycle_stage == "deleted":
+            client.restore_experiment(experiment.experiment_id)
+        return experiment.experiment_id
+    root = artifact_root_for(uri)
+    return client.create_experiment(name, artifact_location=f"{root}/{name}" if root else None)
+
+
+def git_commit() -> str:
+    """The harness checkout's commit (``unknown`` outside a git checkout), ``+dirty`` with uncommitted changes."""
+    repo = Path(__file__).resolve().parents[1]
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, check=True)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo,
+                               capture_output=True, text=True, check=True)  # fmt: skip
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return commit.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+
+
+def dataset_fingerprint(root: Path) -> str:
+    """A short digest of a dataset's manifest and annotations (what defines patients, labels and boxes)."""
+    digest = hashlib.sha256()
+    for name in ("manifest.csv", "annotations.csv"):
+        path = Path(root) / name
+        digest.update(name.encode())
+        digest.update(path.read_bytes() if path.is_file() else b"-")
+    return digest.hexdigest()[:16]
+
+
+def flatten(mapping: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"train": {"lr": 1}}`` -> ``{"train.lr": 1}``."""
+    flat: dict[str, Any] = {}
+    for key, value in mapping.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def trial_params(config: dict[str, Any], point: dict[str, Any]) -> dict[str, str]:
+    """Params of a trial: stable names first (task, model, sequence, augment, backbone, lr, epochs, batch_size),
+    then the varied values and the whole resolved config, flattened, without file paths."""
+    train = config.get("train") or {}
+    detection = config["task"] == "detection"
+    backbone = config["model"].removeprefix("fasterrcnn_") if detection else config["model_kwargs"].get("backbone")
+    stable = {
+        "task": config["task"],
+        "model": config["model"],
+        "sequence": config["data"]["sequence"],
+        "augment": config["data"]["augment"],
+        "backbone": backbone or "resnet18",
+        "lr": train.get("lr") if detection else train.get("stage2_lr"),
+        "epochs": train.get("epochs") if detection else train.get("stage1_epochs", 0) + train.get("stage2_epochs", 0),
+        "batch_size": train.get("batch_size"),
+    }
+    flat = {k: v for k, v in flatten(config).items() if not k.startswith(PATH_KEYS) and k != "name"}
+    params = {**stable, **{f"point.{k}": v for k, v in point.items()}, **flat}
+    return {k: str(v)[:MAX_PARAM_LENGTH] for k, v in params.items()}
+
+
+def finite_metrics(metrics: dict[str, Any]) -> dict[str, float]:
+    """Numeric, finite metrics only (MLflow rejects NaN in some stores; a NaN AUC means 'undefined')."""
+    out = {}
+    for key, value in metrics.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        if math.isfinite(float(value)):
+            out[key] = float(value)
+    return out
+
+
+class SweepTracking:
+    """The driver's side: the experiment, the parent run, stale runs, final statuses."""
+
+    def __init__(self, uri: str, experiment_name: str):
+        self.uri = uri
+        self.experiment_id = prepare_experiment(uri, experiment_name)
+        self.client = _client(uri)
+
+    def parent_run(self, sweep: str, run_id: str | None, tags: dict[str, str], params: dict[str, str]) -> str:
+        """The sweep's parent run: ``run_id`` when resuming (reopened), else a new one."""
+        if run_id is not None:
+            self.client.update_run(run_id, status="RUNNING")
+            return run_id
+        run = self.client.create_run(self.experiment_id, run_name=sweep, tags={SWEEP_TAG: sweep, **tags})
+        self.client.log_batch(run.info.run_id, params=_params(params))
+        return run.info.run_id
+
+    def children(self, parent_run_id: str) -> list:
+        """The child runs of a sweep."""
+        return self.client.search_runs(
+            [self.experiment_id], filter_string=f"tags.`{PARENT_TAG}` = '{parent_run_id}'", max_results=5000
+        )
+
+    def mark_stale(self, parent_run_id: str, status: str = "KILLED") -> list[str]:
+        """Runs still RUNNING (their process died: a killed driver or trial) get ``status``; returns their names."""
+        stale = [run for run in self.children(parent_run_id) if run.info.status == "RUNNING"]
+        for run in stale:
+            self.client.set_terminated(run.info.run_id, status=status)
+        return [run.info.run_name for run in stale]
+
+    def end_parent(self, run_id: str, status: str, metrics: dict[str, float] | None = None) -> None:
+        if metrics:
+            self.client.log_batch(run_id, metrics=_metrics(finite_metrics(metrics), step=0))
+        self.client.set_terminated(run_id, status=status)
+
+
+def _params(params: dict[str, str]) -> list:
+    from mlflow.entities import Param
+
+    return [Param(k, v) for k, v in params.items()]
+
+
+def _metrics(metrics: dict[str, float], step: int) -> list:
+    import time
+
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    return [Metric(k, v, now, step) for k, v in metrics.items()]
+
+
+class TrialRun:
+    """A trial's child run, from inside the trial process (a Ray worker)."""
+
+    def __init__(self, uri: str, experiment_id: str, parent_run_id: str, trial_key: str, run_name: str,
+                 tags: dict[str, str], system_metrics: bool = True):  # fmt: skip
+        import mlflow
+
+        self.uri, self.key = uri, trial_key
+        self.client = _client(uri)
+        mlflow.set_tracking_uri(uri)
+        existing = self.client.search_runs(
+            [experiment_id],
+            filter_string=f"tags.`{PARENT_TAG}` = '{parent_run_id}' and tags.`{TRIAL_TAG}` = '{trial_key}'",
+        )
+        self.resumed = bool(existing)
+        run_id = existing[0].info.run_id if existing else None
+        self.run = mlflow.start_run(run_id=run_id, experiment_id=None if run_id else experiment_id,
+                                    run_name=None if run_id else run_name, parent_run_id=parent_run_id,
+                                    tags={TRIAL_TAG: trial_key, **tags},
+                                    log_system_metrics=system_metrics)  # fmt: skip
+        self.run_id = self.run.info.run_id
+
+    def log_params(self, params: dict[str, str]) -> None:
+        """Params are immutable in MLflow: a resumed run already has them (same values), so they are not re-sent."""
+        if not self.resumed:
+            self.client.log_batch(self.run_id, params=_params(params))
+
+    def log_metrics(self, metrics: dict[str, Any], step: int) -> None:
+        values = finite_metrics(metrics)
+        if values:
+            self.client.log_batch(self.run_id, metrics=_metrics(values, step))
+
+    def log_artifacts(self, files: Iterable[tuple[Path, str | None]]) -> None:
+        """(local file, artifact folder or None) pairs."""
+        for path, folder in files:
+            if Path(path).is_file():
+                self.client.log_artifact(self.run_id, str(path), artifact_path=folder)
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        for key, value in tags.items():
+            self.client.set_tag(self.run_id, key, value)
+
+    def end(self, status: str) -> None:
+        """End the run with its true status (FINISHED, KILLED or FAILED)."""
+        import mlflow
+
+        mlflow.end_run(status=status)
+
+
+def harness_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("lnm-harness")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def tracking_uri_from(option: str | None) -> str:
+    """The tracking URI to use: the option, else ``MLFLOW_TRACKING_URI``, else the default sqlite database."""
+    return option or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri()
