@@ -3,9 +3,8 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
-DEMO ?= data/demo
 
-.PHONY: venv demo test lint lock clean-demo
+.PHONY: venv demo test lint lock
 
 venv: $(STAMP)
 
@@ -16,10 +15,9 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
-## demo: generate the 60-patient, 3-centre synthetic cohort (once) and check it.
+## demo: the demo sweep (both tasks; generates its synthetic cohort once), tracked in ./mlflow.db.
 demo: venv
-	test -f $(DEMO)/manifest.csv || $(BIN)/harness synth $(DEMO) --patients 60 --centers 3 --seed 0
-	$(BIN)/harness data check $(DEMO)
+	$(BIN)/harness run examples/sweep.yaml --fresh
 
 ## test: lint, then the test suite (what CI runs).
 test: venv lint
@@ -33,7 +31,4 @@ lint: venv
 lock: venv
 	{ echo "# Pinned versions for the README's set-up and CI (pip install -c constraints.txt ...)."; \
 	  echo "# Regenerate after a dependency change: make lock"; \
-	  $(BIN)/python -m pip freeze --exclude-editable; } > constraints.txt
-
-clean-demo:
-	rm -rf $(DEMO)
+	  $(BIN)/python -m pip freeze --all --exclude-editable | grep -v "^pip=="; } > constraints.txt

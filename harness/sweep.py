@@ -268,6 +268,8 @@ def _plan_study(index: int, raw: dict, sweep: SweepSettings, source: str) -> Stu
         study = Study.model_validate({k: v for k, v in raw.items() if k in sweep_keys})
     except ValidationError as error:
         message = format_validation_error(error, f"{source}: {where}").replace(f"{where}: ", f"{where}.")
+        # grid / search validators name the key first: "studies[0].grid: augment: ..." -> "studies[0].grid.augment:"
+        message = re.sub(r"(\.(?:grid|search)): ([\w.]+): ", r"\1.\2: ", message)
         raise ConfigError(message) from None
     template = {k: v for k, v in raw.items() if k not in sweep_keys}
     task = template.get("task")
@@ -296,9 +298,11 @@ def _plan_study(index: int, raw: dict, sweep: SweepSettings, source: str) -> Stu
             trial_raw["output_dir"] = str(sweep.storage / sweep.name / "outputs")
             label = ", ".join(f"{k}={_format_value(v)}" for k, v in point.items()) or "base"
             try:
-                config = parse_config(trial_raw, f"{source}: {where} ({label})")
-            except ConfigError as error:
-                raise ConfigError(str(error)) from None
+                config = parse_config(trial_raw, f"{source}: {where}")
+            except ConfigError as error:  # "<source>: studies[i]: key: msg" -> "<source>: studies[i].key: msg"
+                lines = str(error).replace(f"{where}: ", f"{where}.").splitlines()
+                suffix = f" (in the trial {label})" if point else ""
+                raise ConfigError("\n".join(line + suffix for line in lines)) from None
             _check_data(config, f"{source}: {where}.data")
             run_name = f"{study.name}: {label}" + (f" #{sample}" if study.num_samples > 1 else "")
             plan.trials.append(TrialSpec(study.name, key, run_name, point, config.resolved()))

@@ -73,18 +73,18 @@ def _restore_checkpoint(checkpoints: Path) -> bool:
 
 
 def _fault_injection(spec: dict, out: Path, epochs_done: int) -> None:
-    """Test-only faults (``HARNESS_TEST_FAULT=<trial key>:raise|kill``): fail once, after the first epoch."""
-    fault = os.environ.get("HARNESS_TEST_FAULT", "")
-    key, _, kind = fault.partition(":")
-    marker = out / f".fault-{kind}-done"
-    if key != spec["key"] or epochs_done < 1 or marker.exists():
-        return
-    marker.touch()
-    if kind == "kill":
-        import signal
+    """Test-only faults: ``HARNESS_TEST_FAULT=<trial key>:raise|kill[,...]`` fails a trial once, after epoch 1."""
+    for fault in os.environ.get("HARNESS_TEST_FAULT", "").split(","):
+        key, _, kind = fault.partition(":")
+        marker = out / f".fault-{kind}-done"
+        if key != spec["key"] or epochs_done < 1 or marker.exists():
+            continue
+        marker.touch()
+        if kind == "kill":
+            import signal
 
-        os.kill(os.getpid(), signal.SIGKILL)
-    raise RuntimeError(f"injected fault in {key} (HARNESS_TEST_FAULT)")
+            os.kill(os.getpid(), signal.SIGKILL)
+        raise RuntimeError(f"injected fault in {key} (HARNESS_TEST_FAULT)")
 
 
 class _FaultHook(Hooks):
@@ -106,8 +106,18 @@ def train_trial(param: dict) -> None:
     config = parse_config(spec["config"], spec["key"])
     out = (Path(config.output_dir) / config.name).resolve()
     _restore_checkpoint(out / "checkpoints")
+    import ray
+
+    from harness.train.data import ensure_dataset
+
+    tags = {
+        tracking.STUDY_TAG: spec["study"],
+        "ray_node": ray.get_runtime_context().get_node_id(),
+        "dataset_fingerprint": tracking.dataset_fingerprint(ensure_dataset(config.data)),
+        **track["tags"],
+    }
     run = tracking.TrialRun(track["uri"], track["experiment_id"], track["parent_run_id"], spec["key"],
-                            spec["run_name"], tags={tracking.STUDY_TAG: spec["study"], **track["tags"]})  # fmt: skip
+                            spec["run_name"], tags=tags)  # fmt: skip
     run.log_params(tracking.trial_params(spec["config"], spec["point"]))
     hooks: list[Hooks] = [_TuneHook(run, out / "checkpoints")]
     if os.environ.get("HARNESS_TEST_FAULT"):
@@ -160,8 +170,10 @@ def connect(address: str | None, num_cpus: int | None = None) -> dict[str, float
     """Start a local Ray (``address`` None) or join a cluster; returns the cluster's total resources."""
     import ray
 
-    # Tune warns on every frequent checkpoint sync; per-epoch checkpoints of small models are the point here.
+    # Tune warns on every frequent checkpoint sync; per-epoch checkpoints of small models are the point here. The
+    # live table replaces Tune's own console output.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     if not ray.is_initialized():
         kwargs: dict[str, Any] = {"log_to_driver": False, "configure_logging": False}
         if address:

@@ -1,0 +1,185 @@
+"""Sweeps end to end on a local Ray and a real MLflow (sqlite, or a loopback `mlflow server`), on the tiny dataset.
+
+Slow: each sweep starts Ray and trains small classifiers for real.
+"""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from mlflow import MlflowClient
+
+from harness.sweep import SweepError, plan_sweep
+from harness.sweep_run import run_sweep
+from harness.tracking import PARENT_TAG, SWEEP_TAG, TRIAL_TAG, default_tracking_uri
+from tests.datasets.minidata import write_dataset
+
+pytestmark = pytest.mark.slow
+HARNESS = str(Path(sys.executable).parent / "harness")
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory) -> Path:
+    return write_dataset(tmp_path_factory.mktemp("sweeps") / "ds")
+
+
+def sweep_file(tmp_path: Path, root: Path, name: str = "tiny", epochs: int = 3, **study) -> dict:
+    """Four classifier trials (2 augmentation sets x 2 learning rates) on the tiny dataset."""
+    return {
+        "name": name,
+        "storage": str(tmp_path / "runs"),
+        "studies": [{
+            "name": "cls",
+            "task": "classification",
+            "model": "wu2020",
+            "model_kwargs": {"width": 16},
+            "data": {"root": str(root), "split": {"val_centers": ["2"]}},
+            "train": {"stage1_epochs": 0, "stage2_epochs": epochs, "stage2_lr": 1e-3, "batch_size": 4},
+            "n_boot": 100,
+            "grid": {"augment": ["none", "flip"], "train.stage2_lr": [1e-3, 3e-4]},
+            "resources": {"cpus": 1},
+            "max_failures": 2,
+            **study,
+        }],
+    }  # fmt: skip
+
+
+def children(uri: str, experiment: str) -> tuple[list, list]:
+    """(parent runs, child runs) of an experiment."""
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name(experiment)
+    runs = client.search_runs([exp.experiment_id], max_results=1000)
+    parents = [r for r in runs if PARENT_TAG not in r.data.tags]
+    return parents, [r for r in runs if PARENT_TAG in r.data.tags]
+
+
+def epoch_steps(uri: str, run_id: str) -> list[int]:
+    return sorted(m.step for m in MlflowClient(uri).get_metric_history(run_id, "train_loss"))
+
+
+def test_sweep_with_a_raising_and_a_killed_trial_retries_them_from_checkpoints(root, tmp_path, monkeypatch):
+    # Ray's workers inherit the driver's environment when the local Ray starts.
+    monkeypatch.setenv("HARNESS_TEST_FAULT", "cls-001:raise,cls-002:kill")
+    uri = default_tracking_uri(tmp_path)
+    plan = plan_sweep(sweep_file(tmp_path, root), "sweep.yaml")
+    outcome = run_sweep(plan, tracking_uri=uri, num_cpus=2)
+    assert [t.status for t in outcome.trials] == ["FINISHED"] * 4, [t.error for t in outcome.trials]
+
+    parents, runs = children(uri, "tiny")
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED" and parents[0].data.tags[SWEEP_TAG] == "tiny"
+    assert sorted(r.data.tags[TRIAL_TAG] for r in runs) == ["cls-000", "cls-001", "cls-002", "cls-003"]  # no dupes
+    by_key = {r.data.tags[TRIAL_TAG]: r for r in runs}
+    for trial in outcome.trials:
+        run = by_key[trial.key]
+        assert run.info.status == "FINISHED" and run.info.run_name == trial.run_name
+        assert run.data.tags[PARENT_TAG] == parents[0].info.run_id
+        params = run.data.params
+        assert params["task"] == "classification" and params["model"] == "wu2020" and params["epochs"] == "3"
+        assert params["augment"] == trial.run_name.split("augment=")[1].split(",")[0]
+        assert float(params["lr"]) in (1e-3, 3e-4) and params["batch_size"] == "4"
+        assert not any(str(root) in v for v in params.values())  # no file paths
+        for key in ("val_auc", "val_auc_ci_low", "val_auc_ci_high", "val_sensitivity", "val_specificity"):
+            assert run.data.metrics[key] == pytest.approx(trial.metrics[key]), key  # what the trial reported
+        # Retried from the checkpoint of epoch 1: each epoch logged once (a restart from scratch repeats epoch 1).
+        assert epoch_steps(uri, run.info.run_id) == [1, 2, 3], trial.key
+        assert run.data.tags["dataset_fingerprint"] and run.data.tags["git_commit"]
+        artifacts = {a.path for a in MlflowClient(uri).list_artifacts(run.info.run_id)}
+        assert {"predictions.csv", "roc.png", "config.yaml", "metrics.json", "checkpoints"} <= artifacts
+    outputs = tmp_path / "runs" / "tiny" / "outputs"
+    assert (outputs / "cls-001" / ".fault-raise-done").exists() and (outputs / "cls-002" / ".fault-kill-done").exists()
+
+
+def test_a_trial_that_keeps_failing_is_named_and_the_others_finish(root, tmp_path, monkeypatch):
+    monkeypatch.setenv("HARNESS_TEST_FAULT", "cls-000:raise")
+    uri = default_tracking_uri(tmp_path)
+    plan = plan_sweep(sweep_file(tmp_path, root, epochs=2, max_failures=0, grid={"augment": ["none", "flip"]}), "s")
+    outcome = run_sweep(plan, tracking_uri=uri, num_cpus=2)
+    failed = {t.key: t for t in outcome.failed}
+    assert list(failed) == ["cls-000"] and "injected fault in cls-000" in failed["cls-000"].error
+    parents, runs = children(uri, "tiny")
+    status = {r.data.tags[TRIAL_TAG]: r.info.status for r in runs}
+    assert status == {"cls-000": "FAILED", "cls-001": "FINISHED"} and parents[0].info.status == "FAILED"
+
+
+def test_a_gpu_study_without_a_gpu_fails_before_any_trial(root, tmp_path):
+    uri = default_tracking_uri(tmp_path)
+    plan = plan_sweep(sweep_file(tmp_path, root, resources={"cpus": 1, "gpus": 0.25}), "sweep.yaml")
+    with pytest.raises(SweepError, match=r"studies\[0\].resources.gpus: 0.25 GPU per trial"):
+        run_sweep(plan, tracking_uri=uri, num_cpus=2)
+    assert children(uri, "tiny")[1] == []
+
+
+def test_killed_driver_then_resume_finishes_without_running_or_duplicated_runs(root, tmp_path):
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump(sweep_file(tmp_path, root, epochs=6, max_concurrent=2)))
+    uri = default_tracking_uri(tmp_path)
+    command = [HARNESS, "run", str(path), "--tracking-uri", uri, "--num-cpus", "2"]
+    driver = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              start_new_session=True)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline:  # wait until a trial has checkpointed an epoch
+            time.sleep(2)
+            done = list((tmp_path / "runs" / "tiny" / "outputs").glob("cls-*/checkpoints/last.pt"))
+            if done:
+                break
+        assert done, "no trial checkpointed within 4 minutes"
+    finally:
+        os.killpg(driver.pid, signal.SIGKILL)  # the driver and the Ray it started, as a crash would
+        driver.wait()
+    _, runs = children(uri, "tiny")
+    assert any(r.info.status == "RUNNING" for r in runs)  # the crash left runs RUNNING
+
+    result = subprocess.run(command + ["--resume"], cwd=tmp_path, capture_output=True, text=True, timeout=540)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    parents, runs = children(uri, "tiny")
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    assert sorted(r.data.tags[TRIAL_TAG] for r in runs) == ["cls-000", "cls-001", "cls-002", "cls-003"]
+    assert {r.info.status for r in runs} <= {"FINISHED", "KILLED"} and "RUNNING" not in {r.info.status for r in runs}
+    state = json.loads((tmp_path / "runs" / "tiny" / "sweep.json").read_text())
+    assert state["status"] == "FINISHED" and len(state["trials"]) == 4
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_mlflow_server_with_four_concurrent_trials_loses_no_metric(root, tmp_path):
+    port = free_port()
+    mlflow = str(Path(sys.executable).parent / "mlflow")
+    server = subprocess.Popen(
+        [mlflow, "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+         "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}", "--artifacts-destination",
+         str(tmp_path / "artifacts")],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(1)
+        plan = plan_sweep(sweep_file(tmp_path, root, epochs=3, max_concurrent=4), "sweep.yaml")
+        outcome = run_sweep(plan, tracking_uri=uri, num_cpus=4)
+        assert [t.status for t in outcome.trials] == ["FINISHED"] * 4
+        _, runs = children(uri, "tiny")
+        assert len(runs) == 4
+        for run in runs:
+            assert epoch_steps(uri, run.info.run_id) == [1, 2, 3]
+            history = MlflowClient(uri).get_metric_history(run.info.run_id, "val_auc")
+            assert len(history) == 4  # three epochs and the final evaluation
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
