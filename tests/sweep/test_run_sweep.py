@@ -183,3 +183,38 @@ def test_mlflow_server_with_four_concurrent_trials_loses_no_metric(root, tmp_pat
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
+
+
+def test_two_ray_nodes_on_one_machine_share_the_trials(root, tmp_path):
+    """`ray start --head` and a second `ray start --address` on loopback, then `harness run --address`."""
+    ray = str(Path(sys.executable).parent / "ray")
+    port = free_port()
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": os.urandom(32).hex()}  # Ray 2.60 wants a token
+    temp = Path("/tmp") / f"rt-{os.getpid()}"  # Ray's socket paths must stay short
+    nodes = [
+        [ray, "start", "--head", "--port", str(port), "--node-ip-address", "127.0.0.1", "--num-cpus", "1",
+         "--include-dashboard", "false", "--temp-dir", str(temp), "--block"],
+        [ray, "start", "--address", f"127.0.0.1:{port}", "--node-ip-address", "127.0.0.1", "--num-cpus", "1",
+         "--block"],
+    ]  # fmt: skip
+    started = []
+    try:
+        for command in nodes:
+            # --block keeps each node's processes in this subprocess's session, so the test stops exactly its own.
+            started.append(subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                            start_new_session=True))  # fmt: skip
+            time.sleep(8)
+        path = tmp_path / "sweep.yaml"
+        path.write_text(yaml.safe_dump(sweep_file(tmp_path, root, epochs=2)))
+        uri = default_tracking_uri(tmp_path)
+        result = subprocess.run([HARNESS, "run", str(path), "--address", f"127.0.0.1:{port}", "--tracking-uri", uri],
+                                cwd=tmp_path, env=env, capture_output=True, text=True, timeout=540)  # fmt: skip
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+        _, runs = children(uri, "tiny")
+        assert [r.info.status for r in runs] == ["FINISHED"] * 4
+        assert len({r.data.tags["ray_node"] for r in runs}) == 2  # trials ran on both nodes
+    finally:
+        for process in reversed(started):
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+        subprocess.run(["rm", "-rf", str(temp)], check=False)
