@@ -231,6 +231,17 @@ class TrialRun:
         mlflow.end_run(status=status)
 
 
+def end_trial_run(uri: str, experiment_id: str, parent_run_id: str, trial_key: str, status: str) -> None:
+    """End a trial's run from outside its process (a data-parallel trial's driver side), if it is still RUNNING."""
+    client = _client(uri)
+    runs = client.search_runs(
+        [experiment_id], filter_string=f"tags.`{PARENT_TAG}` = '{parent_run_id}' and tags.`{TRIAL_TAG}` = '{trial_key}'"
+    )
+    for run in runs:
+        if run.info.status == "RUNNING":
+            client.set_terminated(run.info.run_id, status=status)
+
+
 def harness_version() -> str:
     from importlib.metadata import PackageNotFoundError, version
 

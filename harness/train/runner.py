@@ -16,12 +16,13 @@ import yaml
 from torch.utils.data import DataLoader
 
 from harness.config import TrialConfig
-from harness.datasets.detection import class_names
+from harness.datasets.detection import class_names, collate_detection
 from harness.models import create_model
 
 from . import classifier as cls
 from . import detector as det
 from .checkpoint import load_checkpoint, save_checkpoint
+from .distributed import Distributed, set_epoch
 from .engine import (
     LoopState,
     amp_dtype,
@@ -66,8 +67,8 @@ def build_model(config: TrialConfig) -> torch.nn.Module:
 class _Run:
     """The state of one run between epochs: model, device, loop state, checkpoints, early stopping, hooks."""
 
-    def __init__(self, config: TrialConfig, hooks: Hooks, out: Path, progress: bool):
-        self.config, self.hooks, self.out = config, hooks, out
+    def __init__(self, config: TrialConfig, hooks: Hooks, out: Path, progress: bool, dist: Distributed | None):
+        self.config, self.hooks, self.out, self.dist = config, hooks, out, dist
         self.device = select_device(config.device)
         self.dtype = amp_dtype(config.amp, self.device)
         self.scaler = torch.amp.GradScaler("cuda") if self.dtype == torch.float16 else None
@@ -89,6 +90,15 @@ class _Run:
         torch.set_rng_state(payload["rng"])
         self.resume_payload = payload
         log.warning("resuming %s after epoch %d", self.out, self.state.epoch)
+
+    @property
+    def is_main(self) -> bool:
+        """The process that writes checkpoints and files (the only one unless training data-parallel)."""
+        return self.dist is None or self.dist.is_main
+
+    def training_model(self) -> torch.nn.Module:
+        """The model the optimiser steps through: DDP-wrapped (over what trains now) when data-parallel."""
+        return self.model if self.dist is None else self.dist.wrap(self.model, self.device)
 
     def optimizer_state_for(self, stage: str) -> dict | None:
         payload = self.resume_payload
@@ -117,6 +127,8 @@ class _Run:
         """
         self.state.epoch += 1
         self.state.stage_epochs[stage] = self.state.stage_epochs.get(stage, 0) + 1
+        if self.dist is not None and "train_loss" in metrics:
+            metrics = {**metrics, "train_loss": self.dist.mean(metrics["train_loss"])}
         metrics = {"epoch": self.state.epoch, **metrics}
         if self.state.stage_epochs[stage] == 1:
             self.state.bad_epochs = 0  # patience counts within a stage; the best model is over the whole run
@@ -126,10 +138,11 @@ class _Run:
         self.state.history.append({"stage": stage, **metrics})
         extra = {"loop": self.state.as_dict(), "stage": stage, "optimizer": optimizer.state_dict(),
                  "rng": torch.get_rng_state()}  # fmt: skip
-        save_checkpoint(self.last, model=self.model, config=self.config.resolved(), **extra)
-        if is_best:
-            save_checkpoint(self.best, model=self.model, config=self.config.resolved(), **extra)
-        write_history(self.out, self.state.history)
+        if self.is_main:
+            save_checkpoint(self.last, model=self.model, config=self.config.resolved(), **extra)
+            if is_best:
+                save_checkpoint(self.best, model=self.model, config=self.config.resolved(), **extra)
+            write_history(self.out, self.state.history)
         if self.hooks.after_epoch(EpochInfo(stage, self.state.epoch, metrics, is_best, str(self.last))):
             self.stop_requested = self.stopped_early = True
             return True
@@ -139,18 +152,24 @@ class _Run:
             self.stopped_early = True
         return patience_out
 
-    def loader(self, dataset, batch_size: int, shuffle: bool) -> DataLoader:
+    def loader(self, dataset, batch_size: int, shuffle: bool, collate_fn=None) -> DataLoader:
+        """Batches for training; data-parallel: this worker's shard, ``batch_size`` split over the workers."""
+        if self.dist is not None:
+            return DataLoader(dataset, batch_size=self.dist.per_worker_batch(batch_size), collate_fn=collate_fn,
+                              sampler=self.dist.sampler(dataset, shuffle, self.config.seed),
+                              num_workers=self.config.num_workers, worker_init_fn=seed_worker)  # fmt: skip
         return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=self.generator,
-                          num_workers=self.config.num_workers, worker_init_fn=seed_worker)  # fmt: skip
+                          collate_fn=collate_fn, num_workers=self.config.num_workers,
+                          worker_init_fn=seed_worker)  # fmt: skip
 
 
 def _train_classifier(run: _Run, data) -> None:
     train = run.config.train
-    loss_fn = cls.classification_loss(run.model, run.device)
     for stage in cls.classifier_stages(train, cls.is_hybrid(run.model)):
         if stage.name in run.state.finished_stages:
             continue
         groups = cls.trainable_parameters(run.model, stage, train.hybrid_l2)
+        loss_fn = cls.classification_loss(run.training_model(), run.device)  # after freezing: DDP wraps what trains
         momentum = train.momentum if stage.optimizer == "sgd" else 0.0
         optimizer = make_optimizer(stage.optimizer, groups, stage.lr, momentum, train.weight_decay)
         if (saved := run.optimizer_state_for(stage.name)) is not None:
@@ -166,6 +185,7 @@ def _train_classifier(run: _Run, data) -> None:
             with run.progress:
                 while run.state.stage_epochs.get(stage.name, 0) < stage.epochs:
                     run.model.train()
+                    set_epoch(loader, run.state.epoch)
                     loss = train_one_epoch(stage=stage.name, state=run.state, loader=loader, loss_fn=loss_fn,
                                            optimizer=optimizer, device=run.device, dtype=run.dtype,
                                            scaler=run.scaler, hooks=run.hooks, progress=run.progress)  # fmt: skip
@@ -184,16 +204,17 @@ def _classifier_validation(run: _Run, data) -> dict[str, float]:
 
 def _train_detector(run: _Run, data) -> None:
     train = run.config.train
-    loader = det.detection_loader(data.train, train.batch_size, True, run.generator, run.config.num_workers)
+    loader = run.loader(data.train, train.batch_size, shuffle=True, collate_fn=collate_detection)
     lr_at = det.lr_schedule(train, train.epochs * len(loader))
     params = [p for p in run.model.parameters() if p.requires_grad]
     optimizer = make_optimizer("sgd", params, train.lr, train.momentum, train.weight_decay)
     if (saved := run.optimizer_state_for("detector")) is not None:
         optimizer.load_state_dict(saved)
-    loss_fn = det.detection_loss(run.model, run.device)
+    loss_fn = det.detection_loss(run.training_model(), run.device)
     with run.progress:
         while "detector" not in run.state.finished_stages:
             run.model.train()
+            set_epoch(loader, run.state.epoch)
             loss = train_one_epoch(stage="detector", state=run.state, loader=loader, loss_fn=loss_fn,
                                    optimizer=optimizer, device=run.device, dtype=run.dtype, scaler=run.scaler,
                                    hooks=run.hooks, lr_at=lr_at, grad_clip=train.grad_clip,
@@ -215,6 +236,7 @@ def run_training(
     data_root: Path | None = None,
     resume: bool = False,
     progress: bool = True,
+    distributed: Distributed | None = None,
 ) -> TrainResult:
     """Train and evaluate one configuration (see the module docstring for what is written where).
 
@@ -224,17 +246,22 @@ def run_training(
         data_root: a dataset folder that overrides ``config.data`` (``harness train --data``).
         resume: continue from ``checkpoints/last.pt`` when it exists.
         progress: show progress bars.
+        distributed: this worker's rank when training data-parallel (the process group is already set up); only
+            rank 0 writes files and evaluates, the others return empty metrics.
     """
     out = (Path(config.output_dir) / config.name).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    (out / "config.yaml").write_text(yaml.safe_dump(config.resolved(), sort_keys=False))
-    run = _Run(config, HookList(hooks), out, progress)
+    if distributed is None or distributed.is_main:
+        (out / "config.yaml").write_text(yaml.safe_dump(config.resolved(), sort_keys=False))
+    run = _Run(config, HookList(hooks), out, progress, distributed)
     if resume and run.last.is_file():
         run.restore()
     from .data import build_data
 
     data = build_data(config, root=data_root, progress=progress)
     (_train_classifier if config.task == "classification" else _train_detector)(run, data)
+    if not run.is_main:
+        return TrainResult({}, out, run.best, run.state.history, run.stopped_early)
     if not (config.early_stopping and run.best.is_file()):
         extra = {"loop": run.state.as_dict(), "rng": torch.get_rng_state()}
         save_checkpoint(run.best, model=run.model, config=config.resolved(), **extra)

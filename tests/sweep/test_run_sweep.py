@@ -218,3 +218,23 @@ def test_two_ray_nodes_on_one_machine_share_the_trials(root, tmp_path):
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
         subprocess.run(["rm", "-rf", str(temp)], check=False)
+
+
+def test_a_two_worker_data_parallel_trial_trains_and_reports_like_a_single_worker_one(root, tmp_path):
+    single = sweep_file(tmp_path, root, epochs=3, grid={})["studies"][0]
+    parallel = {**single, "name": "ddp", "resources": {"cpus": 1, "workers": 2}}  # gloo on CPU
+    raw = {"name": "tiny", "storage": str(tmp_path / "runs"), "studies": [single, parallel]}
+    uri = default_tracking_uri(tmp_path)
+    outcome = run_sweep(plan_sweep(raw, "sweep.yaml"), tracking_uri=uri, num_cpus=2)
+    assert [t.status for t in outcome.trials] == ["FINISHED", "FINISHED"], [t.error for t in outcome.trials]
+    _, runs = children(uri, "tiny")
+    by_key = {r.data.tags[TRIAL_TAG]: r for r in runs}
+    one, two = by_key["cls-000"], by_key["ddp-000"]
+    assert two.info.status == "FINISHED" and two.data.tags["workers"] == "2" and one.data.tags["workers"] == "1"
+    assert two.data.tags["world_size"] == "2"  # torch.distributed really ran with two ranks
+    assert set(two.data.metrics) == set(one.data.metrics)  # the same per-epoch and final metrics
+    assert set(two.data.params) == set(one.data.params)
+    assert epoch_steps(uri, two.info.run_id) == [1, 2, 3]
+    assert two.data.metrics["val_auc"] == pytest.approx(outcome.trials[1].metrics["val_auc"])
+    artifacts = {a.path for a in MlflowClient(uri).list_artifacts(two.info.run_id)}
+    assert {"predictions.csv", "roc.png", "checkpoints"} <= artifacts

@@ -1,156 +1,19 @@
-"""Every Ray call of the harness (DESIGN.md §4): the cluster, the Tune trainable, the Tuner of each study.
+"""The driver side of a sweep: the Ray cluster, one Tuner per study (new or restored), the live table's events.
 
-A trial is one `run_training` with two hooks attached: MLflow logging (harness.tracking) and Tune reporting with a
-checkpoint after every epoch. A retried trial (``max_failures``) gets its last checkpoint back from Tune and
-resumes from it; a resumed sweep (``--resume``) restores each study's Tuner, so finished trials do not run again.
+A resumed sweep (``--resume``) restores each study's Tuner, so finished trials do not run again.
 """
 
 from __future__ import annotations
 
-import contextlib
-import logging
 import os
 import shutil
-import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness import tracking
-from harness.config import parse_config
 from harness.sweep import SweepError
-from harness.train.hooks import EpochInfo, Hooks
 
-log = logging.getLogger(__name__)
-
-CHECKPOINT_FILES = ("last.pt", "best.pt")
-
-
-# ----------------------------------------------------------------------------------------------------- the trial
-
-
-class _TuneHook(Hooks):
-    """After each epoch: metrics to MLflow (step = epoch), then to Tune with the epoch's checkpoint."""
-
-    def __init__(self, run: tracking.TrialRun, checkpoints: Path):
-        self.run, self.checkpoints = run, checkpoints
-        self.epochs = 0
-
-    def after_epoch(self, info: EpochInfo) -> bool:
-        from ray import tune
-
-        self.run.log_metrics(info.metrics, step=info.epoch)
-        self.epochs = info.epoch
-        with tempfile.TemporaryDirectory(prefix="harness-ckpt-") as folder:
-            for name in CHECKPOINT_FILES:
-                if (self.checkpoints / name).is_file():
-                    os.link(self.checkpoints / name, Path(folder) / name)  # Tune copies; a link costs nothing
-            tune.report(_reportable(info.metrics), checkpoint=tune.Checkpoint.from_directory(folder))
-        return False
-
-
-def _reportable(metrics: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-
-
-def _restore_checkpoint(checkpoints: Path) -> bool:
-    """Put the Tune checkpoint's files (a retried or restored trial, maybe on another node) where training resumes."""
-    from ray import tune
-
-    checkpoint = tune.get_checkpoint()
-    if checkpoint is None:
-        return False
-    checkpoints.mkdir(parents=True, exist_ok=True)
-    with checkpoint.as_directory() as folder:
-        for name in CHECKPOINT_FILES:
-            source = Path(folder) / name
-            if source.is_file():
-                tmp = checkpoints / f".{name}.restore"
-                shutil.copyfile(source, tmp)
-                os.replace(tmp, checkpoints / name)
-    return True
-
-
-def _fault_injection(spec: dict, out: Path, epochs_done: int) -> None:
-    """Test-only faults: ``HARNESS_TEST_FAULT=<trial key>:raise|kill[,...]`` fails a trial once, after epoch 1."""
-    for fault in os.environ.get("HARNESS_TEST_FAULT", "").split(","):
-        key, _, kind = fault.partition(":")
-        marker = out / f".fault-{kind}-done"
-        if key != spec["key"] or epochs_done < 1 or marker.exists():
-            continue
-        marker.touch()
-        if kind == "kill":
-            import signal
-
-            os.kill(os.getpid(), signal.SIGKILL)
-        raise RuntimeError(f"injected fault in {key} (HARNESS_TEST_FAULT)")
-
-
-class _FaultHook(Hooks):
-    def __init__(self, spec: dict, out: Path):
-        self.spec, self.out = spec, out
-
-    def after_epoch(self, info: EpochInfo) -> bool:
-        _fault_injection(self.spec, self.out, info.epoch)
-        return False
-
-
-def train_trial(param: dict) -> None:
-    """The Tune trainable: one trial of a sweep (``param["trial"]`` is a `TrialSpec` as a dict plus tracking)."""
-    from ray import tune
-
-    from harness.train.runner import run_training
-
-    spec, track = param["trial"], param["tracking"]
-    config = parse_config(spec["config"], spec["key"])
-    out = (Path(config.output_dir) / config.name).resolve()
-    _restore_checkpoint(out / "checkpoints")
-    import ray
-
-    from harness.train.data import ensure_dataset
-
-    tags = {
-        tracking.STUDY_TAG: spec["study"],
-        "ray_node": ray.get_runtime_context().get_node_id(),
-        "dataset_fingerprint": tracking.dataset_fingerprint(ensure_dataset(config.data)),
-        **track["tags"],
-    }
-    run = tracking.TrialRun(track["uri"], track["experiment_id"], track["parent_run_id"], spec["key"],
-                            spec["run_name"], tags=tags)  # fmt: skip
-    run.log_params(tracking.trial_params(spec["config"], spec["point"]))
-    hooks: list[Hooks] = [_TuneHook(run, out / "checkpoints")]
-    if os.environ.get("HARNESS_TEST_FAULT"):
-        hooks.append(_FaultHook(spec, out))
-    try:
-        result = run_training(config, hooks=hooks, resume=True, progress=False)
-    except SystemExit:  # tune.report raises it when the scheduler stops the trial
-        run.end("KILLED")
-        raise
-    except BaseException:
-        run.end("FAILED")
-        raise
-    final_step = result.history[-1]["epoch"] if result.history else 0
-    run.log_metrics(result.metrics, step=final_step)
-    run.log_artifacts(_artifacts(result.output_dir))
-    run.end("FINISHED")
-    with contextlib.suppress(SystemExit):  # the scheduler's verdict after the last epoch changes nothing
-        tune.report({**_reportable(result.metrics), "epoch": final_step, "finished": 1})
-
-
-def _artifacts(out: Path) -> list[tuple[Path, str | None]]:
-    """What a trial leaves in MLflow: plots, predictions (pseudonyms), a few PNGs, the config, the best model."""
-    files: list[tuple[Path, str | None]] = [
-        (out / name, None)
-        for name in ("metrics.json", "history.csv", "predictions.csv", "config.yaml", "roc.png", "pr.png", "froc.png")
-    ]
-    for folder in ("attention", "detections"):
-        files += [(png, folder) for png in sorted((out / folder).glob("*.png"))[:6]]
-    files.append((out / "checkpoints" / "best.pt", "checkpoints"))
-    return files
-
-
-# ----------------------------------------------------------------------------------------------------- the driver
+from .trial import train_trial
 
 
 @dataclass
@@ -202,13 +65,15 @@ def check_resources(studies, cluster: dict[str, float], source: str) -> None:
         if res.cpus * res.workers > cluster.get("CPU", 0):
             raise SweepError(f"{where}.cpus: {res.cpus * res.workers:g} CPUs per trial; the cluster has "
                              f"{cluster.get('CPU', 0):g}")  # fmt: skip
-        if res.workers > 1:
-            raise SweepError(f"{where}.workers: data-parallel trials are not implemented yet; use workers: 1")
 
 
 def _trainable(resources):
     from ray import tune
 
+    if resources.workers > 1:
+        # The workers ask Ray for their own CPUs and GPUs; the trial itself only waits for them. A Tune trial cannot
+        # ask for nothing, so it asks for 1 MiB of memory: it holds no CPU that its workers need.
+        return tune.with_resources(train_trial, {"cpu": 0, "gpu": 0, "memory": 2**20})
     return tune.with_resources(train_trial, {"cpu": resources.cpus, "gpu": resources.gpus})
 
 
@@ -237,8 +102,9 @@ def _tuner(plan, storage: Path, tracking_info: dict, callbacks: list, resume: bo
         return tune.Tuner.restore(str(path), trainable=trainable, resume_errored=True)
     if path.exists():
         shutil.rmtree(path)  # a study that never saved Tune state: start it cleanly
-    trials = [{"key": t.key, "run_name": t.run_name, "study": t.study, "point": t.point, "config": t.config}
-              for t in plan.trials]  # fmt: skip
+    resources = study.resources.model_dump()
+    trials = [{"key": t.key, "run_name": t.run_name, "study": t.study, "point": t.point, "config": t.config,
+               "resources": resources} for t in plan.trials]  # fmt: skip
     return tune.Tuner(
         trainable,
         param_space={"trial": tune.grid_search(trials), "tracking": tracking_info},
@@ -317,17 +183,3 @@ def _board_callback(board):
             self._update(trial, state="RETRYING")
 
     return BoardCallback(id(board))
-
-
-def wait_for_nodes(count: int, timeout_s: float = 60.0) -> int:
-    """Wait until ``count`` Ray nodes are alive (a cluster still starting); returns how many are."""
-    import ray
-
-    deadline = time.monotonic() + timeout_s
-    alive = 0
-    while time.monotonic() < deadline:
-        alive = sum(1 for node in ray.nodes() if node.get("Alive"))
-        if alive >= count:
-            break
-        time.sleep(1.0)
-    return alive
