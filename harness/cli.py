@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from . import __version__
+from .cli_bench import add_bench
 from .cli_sweep import add_compare, add_run
 
 EPILOG = """\
@@ -202,6 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(commands)
     add_run(commands)
     add_compare(commands)
+    add_bench(commands)
     return parser
 
 

@@ -254,3 +254,34 @@ def harness_version() -> str:
 def tracking_uri_from(option: str | None) -> str:
     """The tracking URI to use: the option, else ``MLFLOW_TRACKING_URI``, else the default sqlite database."""
     return option or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri()
+
+
+def log_benchmark_run(
+    uri: str,
+    experiment: str,
+    run_name: str,
+    params: dict[str, Any],
+    metrics: dict[str, Any],
+    tags: dict[str, str] | None = None,
+) -> str:
+    """Log one benchmark result as a finished run of ``experiment`` (created when missing); returns the run id.
+
+    Args:
+        uri: tracking URI (`tracking_uri_from`).
+        experiment: experiment name (``benchmarks`` for ``harness bench``).
+        run_name: the run's name (model and inference path).
+        params: settings (device name, torch version, dtype, batch size...), logged as strings.
+        metrics: numbers; non-finite and non-numeric values are dropped (`finite_metrics`).
+        tags: extra tags.
+    """
+    experiment_id = prepare_experiment(uri, experiment)
+    client = _client(uri)
+    run = client.create_run(experiment_id, run_name=run_name, tags={"harness.kind": "benchmark", **(tags or {})})
+    run_id = run.info.run_id
+    client.log_batch(
+        run_id,
+        params=_params({k: str(v)[:MAX_PARAM_LENGTH] for k, v in params.items()}),
+        metrics=_metrics(finite_metrics(metrics), step=0),
+    )
+    client.set_terminated(run_id, status="FINISHED")
+    return run_id

@@ -1,0 +1,106 @@
+"""``harness bench``: per-image latency and throughput of registry models, fast paths checked against fp32 eager."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+BENCH_EPILOG = """\
+examples:
+  harness bench --model wu2020 --model fasterrcnn_vgg16 --scenario single-stream --json out.json
+  harness bench --model fasterrcnn_vgg16 --dtype bf16 --channels-last --queries 8     eager fp32 vs the fast path
+  harness bench --scenario offline --device cuda --dtype bf16 --size 512              on a GPU, at the paper's size
+
+Every path other than eager fp32 is first checked against eager fp32 outputs on the same slices (probabilities
+within a tolerance, detections above 0.5 matched at IoU >= 0.9); a path that fails is reported and not timed.
+Results go to the MLflow experiment "benchmarks" (--no-mlflow to skip). Details: docs/benchmarks.md.
+"""
+
+
+def add_bench(commands) -> None:
+    """Add the ``bench`` sub-command to ``commands`` (the ``harness`` sub-parsers)."""
+    parser = commands.add_parser(
+        "bench",
+        help="latency and throughput of models (MLPerf-style single-stream / offline), fast inference paths",
+        description="Time registry models on slices of a small synthetic cohort: single-stream (one image per "
+        "query: p50/p90/p99 latency) or offline (images/s at the best batch size), the per-case time of a "
+        "100-slice study and its ratio to the papers' 0.2 s/image. The eager fp32 path is always timed as the "
+        "reference; a fast path (--dtype, --channels-last, --compile) is timed only when its outputs equal it.",
+        epilog=BENCH_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--model", action="append", dest="models", metavar="NAME",
+                        help="registry name (repeatable; default: wu2020 and fasterrcnn_vgg16)")  # fmt: skip
+    parser.add_argument("--scenario", choices=("single-stream", "offline"), default="single-stream")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+    parser.add_argument("--dtype", choices=("fp32", "bf16", "fp16"), default="fp32",
+                        help="autocast dtype of the fast path (fp16: CUDA only)")  # fmt: skip
+    parser.add_argument("--channels-last", action="store_true", help="channels_last weights and inputs")
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile the classifier / the detector's backbone at a fixed size")  # fmt: skip
+    parser.add_argument("--queries", type=int, default=32,
+                        help="single-stream queries, or images per batch size in offline (default: 32)")  # fmt: skip
+    parser.add_argument("--batch-sizes", default="1,4,16", help="offline batch sizes tried (default: 1,4,16)")
+    parser.add_argument("--size", type=int, default=None, help="detector input side in pixels (default: 256)")
+    parser.add_argument("--case-slices", type=int, default=100,
+                        help="slices actually run for the per-case time, scaled to 100 (default: 100)")  # fmt: skip
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--peak-tflops", type=float, default=None,
+                        help="device peak for the compute floor (default: from the GPU's name)")  # fmt: skip
+    parser.add_argument("--json", type=Path, dest="json_out", metavar="OUT", help="write the results as JSON")
+    parser.add_argument("--tracking-uri", help="default: MLFLOW_TRACKING_URI, else sqlite:///<working dir>/mlflow.db")
+    parser.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
+    parser.set_defaults(handler=bench_command)
+
+
+def bench_command(args: argparse.Namespace) -> int:
+    """Run the benchmark described by the parsed arguments; print, write JSON, log to MLflow."""
+    import torch
+    from rich.console import Console
+
+    from harness.bench_report import log_results, print_results
+    from harness.bench_run import bench_model, device_name, overhead_summary
+    from harness.inference import InferenceOptions
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError("--device cuda: no CUDA device is available")
+    if args.queries < 1 or not 1 <= args.case_slices <= 100:
+        raise ValueError("--queries must be >= 1 and --case-slices between 1 and 100")
+    batch_sizes = [int(b) for b in args.batch_sizes.split(",") if b.strip()]
+    fast = InferenceOptions(device=args.device, dtype=args.dtype, channels_last=args.channels_last,
+                            compile=args.compile)  # fmt: skip
+    console = Console()
+    models = args.models or ["wu2020", "fasterrcnn_vgg16"]
+    results = []
+    for name in models:
+        with console.status(f"benchmarking {name} ({args.scenario}, {fast.label})"):
+            results += bench_model(name, [fast], scenario=args.scenario, queries=args.queries,
+                                   batch_sizes=batch_sizes, image_size=args.size, case_slices=args.case_slices,
+                                   peak_override=args.peak_tflops)  # fmt: skip
+    from harness.bench import load_samples
+
+    overhead = overhead_summary(load_samples("classification", image_size=64))
+    device = device_name(args.device)
+    print_results(results, overhead, device=device, scenario=args.scenario, console=console)
+    records = [r.as_dict() for r in results]
+    if args.json_out:
+        payload = {
+            "scenario": args.scenario,
+            "device_name": device,
+            "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
+            "harness_overhead": overhead,
+            "results": records,
+        }
+        args.json_out.write_text(json.dumps(payload, indent=2) + "\n")
+        console.print(f"wrote {args.json_out}")
+    if not args.no_mlflow:
+        from harness.tracking import tracking_uri_from
+
+        uri = tracking_uri_from(args.tracking_uri)
+        log_results(records, uri=uri, scenario=args.scenario, device=device)
+        console.print(f"MLflow: experiment 'benchmarks' at {uri}")
+    return 0

@@ -1,0 +1,120 @@
+"""Inference paths and their equality checks: correct fast paths pass, deliberately wrong ones are caught."""
+
+import pytest
+import torch
+
+import harness.inference as inference
+from harness.inference import (
+    InferenceOptions,
+    Predictor,
+    benchmark_model,
+    check_classifier,
+    check_detections,
+    parse_paths,
+    spread_detector_scores,
+    verify_fast_path,
+)
+
+
+def _images(n: int, size: int) -> torch.Tensor:
+    # Smooth blobs, not noise and never zeros: something for a detector to find.
+    generator = torch.Generator().manual_seed(1)
+    coarse = torch.rand(n, 1, 8, 8, generator=generator)
+    image = torch.nn.functional.interpolate(coarse, size=(size, size), mode="bilinear", align_corners=False)
+    return ((image - image.mean()) / image.std()).expand(-1, 3, -1, -1).contiguous()
+
+
+@pytest.fixture(scope="module")
+def classifier():
+    return benchmark_model("wu2020")
+
+
+@pytest.fixture(scope="module")
+def detector():
+    model = benchmark_model("fasterrcnn_mobilenet_v3_fpn", image_size=64)
+    spread_detector_scores(model, _images(2, 64))
+    return model
+
+
+def _mirror(value):  # a broken "fast path": its inputs arrive mirrored
+    return value.flip(-1) if isinstance(value, torch.Tensor) else type(value)(v.flip(-1) for v in value)
+
+
+def test_options_validate_and_name_paths():
+    assert InferenceOptions().label == "eager-fp32"
+    fast = InferenceOptions(dtype="bf16", channels_last=True, compile=True, batch=4)
+    assert fast.label == "bf16+channels_last+compile"
+    assert fast.baseline() == InferenceOptions(batch=4)
+    assert parse_paths("bf16+channels_last") == InferenceOptions(dtype="bf16", channels_last=True)
+    with pytest.raises(ValueError, match="fp16"):
+        InferenceOptions(dtype="fp16")
+    with pytest.raises(ValueError, match="dtype"):
+        InferenceOptions(dtype="int8")
+
+
+@pytest.mark.parametrize("options", [InferenceOptions(channels_last=True), InferenceOptions(dtype="bf16")])
+def test_classifier_fast_paths_equal_fp32_eager(classifier, options):
+    report = verify_fast_path(classifier, options, _images(4, 64))
+    assert report.ok, report.detail
+    assert report.compared == 4
+
+
+def test_classifier_check_catches_a_wrong_fast_path(classifier, monkeypatch):
+    monkeypatch.setattr(inference, "_channels_last", _mirror)
+    report = verify_fast_path(classifier, InferenceOptions(channels_last=True), _images(4, 64))
+    assert not report.ok and report.max_diff > 1e-4
+
+
+def test_hybrid_takes_clinical_input():
+    model = benchmark_model("wu2020_hybrid")
+    images = _images(2, 64)
+    predictor = Predictor(model, InferenceOptions())
+    probabilities = predictor(images, torch.tensor([[0.0], [1.0]]))
+    assert probabilities.shape == (2,) and probabilities.dtype == torch.float32
+    assert verify_fast_path(model, InferenceOptions(dtype="bf16"), images, torch.ones(2, 1)).ok
+
+
+def test_detector_channels_last_equals_fp32_eager(detector):
+    report = verify_fast_path(detector, InferenceOptions(channels_last=True), _images(2, 64))
+    assert report.ok, report.detail
+    assert report.compared > 0
+
+
+def test_detector_check_catches_a_wrong_fast_path(detector, monkeypatch):
+    monkeypatch.setattr(inference, "_channels_last", _mirror)
+    report = verify_fast_path(detector, InferenceOptions(channels_last=True), _images(2, 64))
+    assert not report.ok
+    assert "no match" in report.detail or "differ" in report.detail
+
+
+def _det(boxes, scores, labels):
+    return {"boxes": torch.tensor(boxes, dtype=torch.float32), "scores": torch.tensor(scores),
+            "labels": torch.tensor(labels)}  # fmt: skip
+
+
+def test_check_detections_rules():
+    ref = [_det([[10, 10, 30, 30], [50, 50, 60, 60]], [0.9, 0.3], [1, 2])]
+    same = [_det([[10.2, 10, 30, 30.1], [0, 0, 5, 5]], [0.89, 0.2], [1, 2])]
+    assert check_detections(ref, same, score_tolerance=0.03).ok  # only the detection above 0.5 must match
+    moved = [_det([[14, 14, 34, 34]], [0.9], [1])]
+    report = check_detections(ref, moved, score_tolerance=0.03)
+    assert not report.ok and "best IoU 0.47" in report.detail
+    relabelled = [_det([[10, 10, 30, 30]], [0.9], [2])]
+    assert not check_detections(ref, relabelled, score_tolerance=0.03).ok
+    rescored = [_det([[10, 10, 30, 30]], [0.7], [1])]
+    report = check_detections(ref, rescored, score_tolerance=0.03)
+    assert not report.ok and "differ" in report.detail
+    extra = [_det([[10, 10, 30, 30], [70, 70, 90, 90]], [0.9, 0.8], [1, 1])]
+    report = check_detections(ref, extra, score_tolerance=0.03)
+    assert not report.ok and "fast path detection" in report.detail
+    borderline = [_det([[10, 10, 30, 30], [70, 70, 90, 90]], [0.9, 0.52], [1, 1])]
+    assert check_detections(ref, borderline, score_tolerance=0.03).ok  # within the margin of the threshold
+    empty = [_det([[1, 1, 2, 2]], [0.1], [1])]
+    report = check_detections(empty, empty, score_tolerance=0.03)
+    assert not report.ok and "vacuous" in report.detail
+
+
+def test_check_classifier_tolerance():
+    assert check_classifier(torch.tensor([0.5, 0.2]), torch.tensor([0.51, 0.2]), 0.03).ok
+    assert not check_classifier(torch.tensor([0.5, 0.2]), torch.tensor([0.6, 0.2]), 0.03).ok
+    assert not check_classifier(torch.tensor([0.5, 0.2]), torch.tensor([0.5]), 0.03).ok
