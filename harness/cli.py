@@ -227,7 +227,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"harness {args.command}: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        resume = f" (continue with: harness run {args.sweep} --resume)" if args.command == "run" else ""
+        print(f"\ninterrupted{resume}", file=sys.stderr)
         return 130
 
 

@@ -37,6 +37,10 @@ def connect(address: str | None, num_cpus: int | None = None) -> dict[str, float
     # live table replaces Tune's own console output.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    # Tune's own Ctrl-C handler stops the running trials as if they had ended (TERMINATED), so a resume would not
+    # continue them. Without it, Ctrl-C interrupts fit() at once; the saved experiment state still lists them as
+    # running, and --resume continues them from their checkpoints.
+    os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
     if not ray.is_initialized():
         kwargs: dict[str, Any] = {"log_to_driver": False, "configure_logging": False}
         if address:
@@ -122,6 +126,9 @@ def run_study(plan, storage: Path, tracking_info: dict, board, resume: bool) -> 
     """Run (or resume) one study's trials with Ray Tune; returns how each trial ended."""
     tuner = _tuner(plan, storage, tracking_info, [_board_callback(board)], resume)
     grid = tuner.fit()
+    if _interrupted(grid):
+        # After Ctrl-C, fit() returns normally with the study's state saved: stop here, --resume continues.
+        raise KeyboardInterrupt
     outcomes = []
     for result in grid:
         spec = result.config["trial"]
@@ -135,6 +142,15 @@ def run_study(plan, storage: Path, tracking_info: dict, board, resume: bool) -> 
         outcomes.append(TrialOutcome(spec["key"], spec["run_name"], spec["study"], status,
                                      int(metrics.get("epoch", 0) or 0), error, metrics))  # fmt: skip
     return outcomes
+
+
+def _interrupted(grid) -> bool:
+    """Did fit() return with trials neither ended nor failed (Ctrl-C)? Tune's ResultGrid does not say so itself;
+    its experiment analysis holds each trial's status."""
+    analysis = getattr(grid, "_experiment_analysis", None)
+    trials = getattr(analysis, "trials", None) or []
+    unfinished = [t for t in trials if t.status not in ("TERMINATED", "ERROR")]
+    return bool(unfinished) or any(result.config is None for result in grid)
 
 
 def _reason(error: BaseException) -> str:

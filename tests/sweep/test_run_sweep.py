@@ -116,12 +116,13 @@ def test_a_gpu_study_without_a_gpu_fails_before_any_trial(root, tmp_path):
     assert children(uri, "tiny")[1] == []
 
 
-def test_killed_driver_then_resume_finishes_without_running_or_duplicated_runs(root, tmp_path):
+@pytest.mark.parametrize("how", ["SIGKILL", "Ctrl-C"])
+def test_interrupted_driver_then_resume_finishes_without_running_or_duplicated_runs(root, tmp_path, how):
     path = tmp_path / "sweep.yaml"
     path.write_text(yaml.safe_dump(sweep_file(tmp_path, root, epochs=6, max_concurrent=2)))
     uri = default_tracking_uri(tmp_path)
     command = [HARNESS, "run", str(path), "--tracking-uri", uri, "--num-cpus", "2"]
-    driver = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    driver = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                               start_new_session=True)  # fmt: skip
     try:
         deadline = time.monotonic() + 240
@@ -132,17 +133,27 @@ def test_killed_driver_then_resume_finishes_without_running_or_duplicated_runs(r
                 break
         assert done, "no trial checkpointed within 4 minutes"
     finally:
-        os.killpg(driver.pid, signal.SIGKILL)  # the driver and the Ray it started, as a crash would
-        driver.wait()
+        if how == "SIGKILL":
+            os.killpg(driver.pid, signal.SIGKILL)  # the driver and the Ray it started, as a crash would
+            driver.wait()
+        else:
+            os.kill(driver.pid, signal.SIGINT)
+            _, stderr = driver.communicate(timeout=120)
     _, runs = children(uri, "tiny")
-    assert any(r.info.status == "RUNNING" for r in runs)  # the crash left runs RUNNING
+    if how == "SIGKILL":
+        assert any(r.info.status == "RUNNING" for r in runs)  # the crash left runs RUNNING
+    else:
+        assert driver.returncode == 130 and "--resume" in stderr
+        assert "RUNNING" not in {r.info.status for r in runs}  # Ctrl-C ends them as KILLED
 
     result = subprocess.run(command + ["--resume"], cwd=tmp_path, capture_output=True, text=True, timeout=540)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     parents, runs = children(uri, "tiny")
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     assert sorted(r.data.tags[TRIAL_TAG] for r in runs) == ["cls-000", "cls-001", "cls-002", "cls-003"]
-    assert {r.info.status for r in runs} <= {"FINISHED", "KILLED"} and "RUNNING" not in {r.info.status for r in runs}
+    assert {r.info.status for r in runs} == {"FINISHED"}  # interrupted trials continued to their end
+    for run in runs:
+        assert epoch_steps(uri, run.info.run_id)[-1] == 6
     state = json.loads((tmp_path / "runs" / "tiny" / "sweep.json").read_text())
     assert state["status"] == "FINISHED" and len(state["trials"]) == 4
 
