@@ -4,11 +4,10 @@ The latest parent run of the sweep's experiment is compared: one table per task,
 and backbone, with each trial's DeLong p-value against the best trial of its task (best = highest ``val_auc`` for
 classifiers, highest ``val_map50`` for detectors), computed on the validation patients both trials scored.
 
-Detectors get no DeLong p ('—'): a detector's ``predictions.csv`` has one row per slice and no patient truth, and
-``n_targets > 0`` is not a substitute. Targets may include benign nodes (``data.targets: all``), and an LNM+
-patient may have no metastatic node boxed on the detector's sequence (a node outside the field of view, a box drawn
-on another sequence only). Guessing the truth from ``n_targets`` would give a wrong p. The logged ``val_patient_auc``
-is computed with the manifest's ``lnm`` and stays the trusted number.
+A detector's patient score is its highest detection score over the patient's slices (what ``val_patient_auc`` is
+computed from), and its truth the manifest's ``lnm`` column of ``predictions.csv``. Never ``n_targets > 0``: targets
+may include benign nodes (``data.targets: all``) and an LNM+ patient may have no metastatic node boxed on the
+detector's sequence. A detector run without the ``lnm`` column (written before it existed) gets '—'.
 
 Tables, Markdown and HTML output: `harness.compare_report`.
 """
@@ -47,7 +46,7 @@ class Trial:
     study: str | None = None
     params: dict[str, str] = field(default_factory=dict)
     metrics: dict[str, float] = field(default_factory=dict)
-    val_predictions: pd.DataFrame | None = None  # columns patient, dl_score, lnm (classifiers only)
+    val_predictions: pd.DataFrame | None = None  # columns patient, dl_score, lnm (one row per val patient)
     p_value: float = math.nan  # DeLong against the best trial of the task; NaN when not computable
     is_best: bool = False
 
@@ -166,7 +165,7 @@ def _trial(client, run) -> Trial:
     trial = Trial(run_id=run.info.run_id, name=run.info.run_name or run.info.run_id, status=run.info.status,
                   task=task, key=tags.get(TRIAL_TAG), study=tags.get(STUDY_TAG), params=params,
                   metrics=dict(run.data.metrics))  # fmt: skip
-    if task == "classification":
+    if task in ("classification", "detection"):
         trial.val_predictions = _val_predictions(client, run.info.run_id)
     return trial
 
@@ -186,7 +185,9 @@ def _fill_unknown_tasks(trials: list[Trial]) -> None:
 
 
 def _val_predictions(client, run_id: str) -> pd.DataFrame | None:
-    """The validation rows of a classifier's ``predictions.csv`` (None when the artifact is missing or unreadable)."""
+    """The validation patients of a run's ``predictions.csv``: columns patient, dl_score, lnm (None when the artifact
+    is missing, unreadable, or has no patient truth). A detector's per-slice rows become one row per patient with
+    its highest slice score."""
     from mlflow.exceptions import MlflowException
 
     with tempfile.TemporaryDirectory() as folder:
@@ -195,6 +196,11 @@ def _val_predictions(client, run_id: str) -> pd.DataFrame | None:
             frame = pd.read_csv(path, dtype={"patient": str, "split": str})
         except (MlflowException, OSError, ValueError):
             return None
+    if {"split", "patient", "max_score", "lnm"} <= set(frame.columns):  # a detector: slices -> patients
+        frame = frame.rename(columns={"max_score": "dl_score"})
+        frame["dl_score"] = pd.to_numeric(frame["dl_score"], errors="coerce")
+        frame = frame.groupby(["split", "patient"], as_index=False).agg(dl_score=("dl_score", "max"),
+                                                                      lnm=("lnm", "first"))  # fmt: skip
     if not {"split", "patient", "dl_score", "lnm"} <= set(frame.columns):
         return None
     val = frame.loc[frame["split"] == "val", ["patient", "dl_score", "lnm"]].copy()
@@ -218,8 +224,6 @@ def _compare_to_best(trials: list[Trial], task: str) -> None:
     if best is None:
         return
     best.is_best = True
-    if task != "classification":
-        return  # detectors: no patient truth in predictions.csv (module docstring)
     for trial in trials:
         if trial.task == task and trial is not best:
             trial.p_value = delong_p(trial.val_predictions, best.val_predictions)

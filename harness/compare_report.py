@@ -19,8 +19,8 @@ METRIC_COLUMNS = {
     "detection": ["mAP@0.5", "mAP", "FROC", "Patient AUC", P_COLUMN],
 }
 DETECTOR_NOTE = (
-    "Detectors get no DeLong p: their predictions.csv has no patient truth (n_targets > 0 is not the patient's "
-    "nodal status)."
+    "Detectors: a patient's score is its highest detection score over its slices (as for Patient AUC); p: DeLong on "
+    "those scores, with the patients' nodal status from the manifest ('—' for runs without it)."
 )
 
 
@@ -51,7 +51,7 @@ def metric_cells(trial: Trial) -> list[str]:
         return [auc_with_ci(trial), sens, spec, p_text(trial.p_value)]
     if trial.task == "detection":
         keys = ("val_map50", "val_map", "val_froc", "val_patient_auc")
-        return [number(trial.metric(k)) for k in keys] + [DASH]
+        return [number(trial.metric(k)) for k in keys] + [p_text(trial.p_value)]
     return []
 
 

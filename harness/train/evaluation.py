@@ -112,10 +112,11 @@ def _detector_final(model, config: TrialConfig, data, device, dtype, out: Path) 
             _drawn_detections(dataset, preds, gts, fields, out / "detections", config.train.score_threshold)
         for pred, gt, item, score in zip(preds, gts, fields, det.highest_scores(preds), strict=True):
             rows.append((prefix, item["patient"], f"{item['slice_position']:.3f}", f"{score:.6f}", len(gt["boxes"]),
-                         len(pred["boxes"])))  # fmt: skip
+                         len(pred["boxes"]), int(item["lnm"])))  # fmt: skip
     with (out / "predictions.csv").open("w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["split", "patient", "slice_position_mm", "max_score", "n_targets", "n_detections"])
+        # lnm: the patient's nodal status from the manifest (not n_targets > 0: the truth of val_patient_auc)
+        writer.writerow(["split", "patient", "slice_position_mm", "max_score", "n_targets", "n_detections", "lnm"])
         writer.writerows(rows)
     return metrics
 

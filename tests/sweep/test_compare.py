@@ -173,7 +173,7 @@ def test_detector_table_matches_logged_metrics(comparison):
         assert [row["mAP@0.5"], row["mAP"], row["FROC"], row["Patient AUC"]] == [
             f"{logged[k]:.3f}" for k in ("val_map50", "val_map", "val_froc", "val_patient_auc")
         ]
-        assert row["p vs best (DeLong)"] == DASH  # no patient truth in a detector's predictions.csv
+        assert row["p vs best (DeLong)"] == DASH  # these predictions.csv have no lnm column (no patient truth)
 
 
 def test_best_trials_have_a_dash(comparison):
@@ -227,3 +227,34 @@ def test_missing_experiment_is_a_clear_error(store):
     assert isinstance(error.value, ValueError)
     with pytest.raises(ExperimentNotFoundError, match="holds no sweep parent run"):
         load_comparison(store["uri"], "Default")
+
+
+def test_detector_p_value_is_delong_on_the_patients_highest_slice_scores(tmp_path):
+    """With the manifest's lnm in predictions.csv, a detector's patient score is its highest slice score."""
+    from mlflow import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri)
+    experiment_id = _experiment(client, "det-sweep", tmp_path)
+    parent = client.create_run(experiment_id, run_name="det-sweep", tags={SWEEP_TAG: "det-sweep"}).info.run_id
+    rng = np.random.default_rng(1)
+    labels = np.array([1] * 6 + [0] * 8)
+    patients = [f"p{i:03d}" for i in range(labels.size)]
+    frames = {}
+    for name, noise in ((DET_A, 1.0), (DET_B, 4.0)):
+        rows = []
+        for patient, lnm in zip(patients, labels, strict=True):
+            for z in range(3):  # three slices per patient; a patient's score is the highest
+                score = 1 / (1 + np.exp(-(2 * lnm - 1 + rng.normal(0, noise))))
+                rows.append(("val", patient, float(z), round(score, 6), int(lnm and z == 1), 1, int(lnm)))
+        frames[name] = pd.DataFrame(rows, columns=["split", "patient", "slice_position_mm", "max_score", "n_targets",
+                                                   "n_detections", "lnm"])  # fmt: skip
+        _child(client, experiment_id, parent, name, "detector", _params("detection", "DWI", "none", name[-8:]),
+               DET_METRICS[name], "FINISHED", frames[name], tmp_path)  # fmt: skip
+    comparison = load_comparison(uri, "det-sweep")
+    best, other = comparison.best("detection"), next(t for t in comparison.trials if t.name == DET_B)
+    assert best.name == DET_A
+    patient_max = {n: f.groupby("patient")["max_score"].max().reindex(patients).to_numpy() for n, f in frames.items()}
+    expected = delong_test(labels, patient_max[DET_B], patient_max[DET_A]).p_value
+    assert 0 < expected < 0.99 and other.p_value == pytest.approx(expected)  # two different AUCs
+    assert _rows(comparison, "detection")[DET_B]["p vs best (DeLong)"] == f"{expected:.3f}"
