@@ -1,5 +1,6 @@
 """`run_training` and `harness train` on the tiny dataset of tests/datasets/minidata.py (real files, real loops)."""
 
+import csv
 import json
 import subprocess
 import sys
@@ -157,6 +158,10 @@ def test_detector_run_reports_lu_and_coco_metrics(root, tmp_path):
         assert key in result.metrics
     assert (result.output_dir / "froc.png").stat().st_size > 0
     assert len(list((result.output_dir / "detections").glob("*.png"))) == 2  # 1 val slice with a target + 1 without
+    with (result.output_dir / "predictions.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    truth = {row["patient"]: row["lnm"] for row in rows}  # the manifest's status: P03 lnm 1, P04 lnm 0 (pseudonyms)
+    assert sorted(truth.values()) == ["0", "1"] and all(p.startswith("pt-") for p in truth)
 
 
 def test_train_cli_prints_metrics_json_last(root, tmp_path):
