@@ -38,11 +38,31 @@ def class_names(label_mode: str) -> list[str]:
     return ["background", *NODE_LOCATIONS] if label_mode == "location" else ["background", "metastatic_node"]
 
 
-def _resize_volume(pixels: np.ndarray, image_size: int) -> np.ndarray:
+def _resize_volume(
+    pixels: np.ndarray, image_size: int, pixel_spacing: tuple[float, float], spacing_mm: float | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Z-scored slices resized to ``image_size`` squared, and the box transform ``(sx, sy, ox, oy)``.
+
+    Without ``spacing_mm`` the whole slice is stretched to the square. With it, the slice is resampled to
+    ``spacing_mm`` per pixel in both directions, then centre-cropped or padded (with the volume minimum) to the
+    square; a box ``x`` becomes ``x * sx + ox`` (and ``y * sy + oy``).
+    """
     volume = torch.from_numpy(np.array(pixels, dtype=np.float32))  # a copy: cached arrays are read-only
     volume = (volume - volume.mean()) / max(float(volume.std()), 1e-6)
-    resized = F.interpolate(volume[:, None], size=(image_size, image_size), mode="bilinear", antialias=True)
-    return resized[:, 0].numpy()
+    rows, columns = volume.shape[1:]
+    if spacing_mm is None:
+        size = (image_size, image_size)
+    else:
+        row_mm, column_mm = (float(v) for v in pixel_spacing)
+        size = (max(1, round(rows * row_mm / spacing_mm)), max(1, round(columns * column_mm / spacing_mm)))
+    resized = F.interpolate(volume[:, None], size=size, mode="bilinear", antialias=True)[:, 0]
+    sy, sx = size[0] / rows, size[1] / columns
+    # Centre crop (negative offset) or pad (positive offset), per axis.
+    oy, ox = (image_size - size[0]) // 2, (image_size - size[1]) // 2
+    canvas = torch.full((volume.shape[0], image_size, image_size), float(volume.min()))
+    part = resized[:, max(0, -oy) : max(0, -oy) + image_size, max(0, -ox) : max(0, -ox) + image_size]
+    canvas[:, max(0, oy) : max(0, oy) + part.shape[1], max(0, ox) : max(0, ox) + part.shape[2]] = part
+    return canvas.numpy(), np.array([sx, sy, ox, oy], dtype=np.float64)
 
 
 class NodeSliceDataset(Dataset):
@@ -56,6 +76,9 @@ class NodeSliceDataset(Dataset):
         patients: patient ids (from a `Split`).
         sequence: T2WI or DWI (the high-b image).
         image_size: output side in pixels.
+        spacing_mm: in-plane pixel size of the output (mm); slices are resampled to it and centre-cropped or padded
+            to ``image_size``, so a node has the same size in pixels whatever the centre's field of view. None
+            stretches each slice to ``image_size`` (pixel size then follows the field of view and matrix).
         targets: ``metastatic`` (Lu 2018) or ``all`` nodes.
         label_mode: ``location`` (five classes) or ``single`` (one class).
         negatives: keep slices without targets.
@@ -71,6 +94,7 @@ class NodeSliceDataset(Dataset):
         *,
         sequence: str = "T2WI",
         image_size: int = 256,
+        spacing_mm: float | None = None,
         targets: str = "metastatic",
         label_mode: str = "location",
         negatives: bool = True,
@@ -85,8 +109,11 @@ class NodeSliceDataset(Dataset):
         ):
             if value not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
+        if spacing_mm is not None and not spacing_mm > 0:
+            raise ValueError(f"spacing_mm must be positive, got {spacing_mm!r}")
         index.raise_for_errors()
         self.sequence, self.image_size, self.transform = sequence, image_size, transform
+        self.spacing_mm = None if spacing_mm is None else float(spacing_mm)
         self.targets, self.label_mode = targets, label_mode
         self.classes = class_names(label_mode)
         self.patients = check_patients(index, patients)
@@ -104,16 +131,16 @@ class NodeSliceDataset(Dataset):
                 index.exclude_or_raise(patient_id, error)
                 continue
             record = index.patients[patient_id]
-            rows, columns = (int(v) for v in arrays["grid"])
-            scale = np.array([image_size / columns, image_size / rows] * 2, dtype=np.float32)
+            sx, sy, ox, oy = (float(v) for v in arrays["box_transform"])
+            scale = np.array([sx, sy] * 2, dtype=np.float32), np.array([ox, oy] * 2, dtype=np.float32)
             slot = len(self._arrays)
             self._arrays.append(arrays["slices"])
             self._positions.append(arrays["positions"])
             self._meta.append({"patient": pseudonym(patient_id), "lnm": record.lnm, "center": record.center})
             for k in range(arrays["slices"].shape[0]):
-                on_slice = [p.box for p in placed if p.slice_index == k]
-                if on_slice or negatives:
-                    self._items.append((slot, k, *self._target(on_slice, scale)))
+                xyxy, labels = self._target([p.box for p in placed if p.slice_index == k], scale)
+                if len(labels) or negatives:
+                    self._items.append((slot, k, xyxy, labels))
         if not self._items:
             raise DataError(str(index.root), f"no samples: none of {len(self.patients)} patient(s) gave one")
 
@@ -123,12 +150,17 @@ class NodeSliceDataset(Dataset):
         """One patient's resized slices (cached) and its target boxes placed on them."""
         boxes = index.boxes_of(patient_id, self.sequence, "node")
         boxes = [b for b in boxes if self.targets == "all" or b.metastatic]
-        key = {"volume": volume_key(index, patient_id, self.sequence), "params": {"image_size": self.image_size}}
+        params = {"image_size": self.image_size, "spacing_mm": self.spacing_mm}
+        key = {"volume": volume_key(index, patient_id, self.sequence), "params": params}
 
         def build():
             volume = load_sequence(index, patient_id, self.sequence, volume_cache)
+            slices, box_transform = _resize_volume(
+                volume.pixels, self.image_size, volume.pixel_spacing, self.spacing_mm
+            )
             arrays = {
-                "slices": _resize_volume(volume.pixels, self.image_size),
+                "slices": slices,
+                "box_transform": box_transform,
                 "positions": np.asarray(volume.positions, dtype=np.float64),
                 "grid": np.array(volume.pixels.shape[1:]),
                 "spacing": np.array([volume.slice_spacing]),
@@ -141,8 +173,13 @@ class NodeSliceDataset(Dataset):
         grid = tuple(int(v) for v in arrays["grid"])
         return arrays, place_boxes(arrays["positions"], float(arrays["spacing"][0]), grid, boxes, where)
 
-    def _target(self, boxes: list[Box], scale: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        xyxy = np.array([b.xyxy for b in boxes], dtype=np.float32).reshape(-1, 4) * scale
+    def _target(self, boxes: list[Box], transform: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        scale, offset = transform
+        xyxy = np.array([b.xyxy for b in boxes], dtype=np.float32).reshape(-1, 4) * scale + offset
+        # A centre crop can cut a box: clip it to the image, and drop it when nothing of it is left.
+        xyxy = np.clip(xyxy, 0, self.image_size)
+        keep = (xyxy[:, 2] > xyxy[:, 0]) & (xyxy[:, 3] > xyxy[:, 1])
+        boxes, xyxy = [b for b, k in zip(boxes, keep, strict=True) if k], xyxy[keep]
         if self.label_mode == "location":
             labels = [NODE_LOCATIONS.index(b.location) + 1 for b in boxes]
         else:

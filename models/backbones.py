@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 from collections import OrderedDict
+from collections.abc import Sequence
 
 import torch
 import torch.nn as nn
@@ -148,3 +149,44 @@ class VGG16Conv5(nn.Sequential):
         first_trainable = VGG16_BLOCK_STARTS[5 - trainable_blocks] if trainable_blocks else len(self)
         for index, layer in enumerate(self):
             layer.requires_grad_(index >= first_trainable)
+
+
+# --- Detection: a small VGG-style network trained from scratch (CPU examples) --------------------------------------
+
+
+def _conv_bn_relu(in_channels: int, out_channels: int, stride: int = 1) -> nn.Sequential:
+    conv = nn.Conv2d(in_channels, out_channels, kernel_size=3, stride=stride, padding=1, bias=False)
+    nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
+    return nn.Sequential(conv, nn.BatchNorm2d(out_channels), nn.ReLU(inplace=True))
+
+
+class LiteConvNet(nn.Sequential):
+    """A small VGG-style network for detectors trained from scratch: 3x3 conv + BatchNorm + ReLU, no pretraining.
+
+    A stem at full resolution, then one stage per entry of ``widths``, each opening with a stride-2 conv and
+    followed by ``depth - 1`` more convs, so stage ``i`` (``stage1``...) has stride ``2 ** i``. Lymph nodes of a few
+    pixels need a fine map (stride 4 or 8) more than depth; ImageNet backbones spend their capacity at strides 16-32
+    and, from scratch on a few hundred slices, train slowly (BatchNorm is trained, never frozen, here).
+
+    Args:
+        widths: output channels of the stages.
+        depth: convs per stage.
+        stem_width: output channels of the stem.
+        in_channels: input channels.
+    """
+
+    def __init__(
+        self, widths: Sequence[int] = (32, 64, 128, 256), depth: int = 2, stem_width: int = 16, in_channels: int = 3
+    ):
+        if not widths or depth < 1 or stem_width < 1 or any(int(w) < 1 for w in widths):
+            raise ValueError(f"LiteConvNet needs positive widths, depth and stem_width, got {widths}, {depth}, "
+                             f"{stem_width}")  # fmt: skip
+        layers: OrderedDict[str, nn.Module] = OrderedDict(stem=_conv_bn_relu(in_channels, stem_width))
+        channels = stem_width
+        for index, width in enumerate(widths, start=1):
+            convs = [_conv_bn_relu(channels, int(width), stride=2)]
+            convs += [_conv_bn_relu(int(width), int(width)) for _ in range(depth - 1)]
+            layers[f"stage{index}"] = nn.Sequential(*convs)
+            channels = int(width)
+        super().__init__(layers)
+        self.widths = tuple(int(w) for w in widths)

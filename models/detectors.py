@@ -1,19 +1,22 @@
-"""Faster R-CNN lymph-node detectors (torchvision's ``FasterRCNN``): Lu 2018's VGG16 and two FPN variants.
+"""Faster R-CNN lymph-node detectors (torchvision's ``FasterRCNN``): Lu 2018's VGG16, two torchvision FPN variants
+and a small from-scratch FPN for CPU runs (``fasterrcnn_lite_fpn``).
 
-Shared conventions of the three builders:
+Shared conventions of the four builders:
 
 - ``num_classes`` counts the background: 6 = background + Lu's five node locations (superior rectal artery,
   mesorectal, internal iliac, external iliac, inguinal); 2 = background + "node".
 - Inputs are already z-scored slices, so ``image_mean=0`` and ``image_std=1`` by default: torchvision's
   ``GeneralizedRCNNTransform`` then leaves intensities alone instead of applying ImageNet statistics a second time.
-  It still resizes so the short side is ``min_size`` (capped by ``max_size``): 512 by default, the slice size.
+  It still resizes so the short side is ``min_size`` (capped by ``max_size``): 512 by default, the slice size
+  (256 for ``fasterrcnn_lite_fpn``).
 - Anchors: ``anchor_sizes`` (pixels, side of the square of equal area) and ``aspect_ratios`` in torchvision's sense,
   height / width. A single-map model takes a flat tuple of sizes; an FPN model one tuple per level (or a flat tuple
   with one size per level). The torchvision defaults (32-512 px) are far larger than 5-30 mm nodes: a sweep can
   pass e.g. 8-64 px for 256-pixel slices.
 - ``weights_backbone``: ImageNet weights for the backbone (None, ``"imagenet"`` from torchvision's cache, or a path;
-  see ``harness.models.weights``). As in torchvision, pretrained backbones get frozen batch norm and, by default,
-  only their last 3 stages trainable; random backbones train everything.
+  see ``harness.models.weights``; ``fasterrcnn_lite_fpn`` has none). As in torchvision, pretrained backbones get
+  frozen batch norm and, by default, only their last 3 stages trainable; random backbones train everything, their
+  batch norm included.
 - Lean RoI settings (``rpn_*_nms_top_n_*``, ``box_batch_size_per_image``...) pass through to ``FasterRCNN``; small
   values make CPU runs bearable (DESIGN.md section 6).
 """
@@ -29,11 +32,12 @@ import torch
 import torch.nn as nn
 from torchvision.models.detection import FasterRCNN
 from torchvision.models.detection.anchor_utils import AnchorGenerator
-from torchvision.models.detection.backbone_utils import mobilenet_backbone, resnet_fpn_backbone
-from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
+from torchvision.models.detection.backbone_utils import BackboneWithFPN, mobilenet_backbone, resnet_fpn_backbone
+from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
 from torchvision.ops import MultiScaleRoIAlign, misc, roi_pool
+from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
-from .backbones import VGG16Conv5
+from .backbones import LiteConvNet, VGG16Conv5
 from .registry import register_model
 from .weights import load_into, resolve_weights, weights_source
 
@@ -358,6 +362,94 @@ def fasterrcnn_mobilenet_v3_fpn(
     )
 
 
+@register_model("fasterrcnn_lite_fpn", task="detection")
+def fasterrcnn_lite_fpn(
+    *,
+    num_classes: int = 6,
+    widths: Sequence[int] = (32, 64, 128, 256),
+    depth: int = 2,
+    returned_layers: Sequence[int] = (2, 3, 4),
+    fpn_channels: int = 64,
+    representation_size: int = 256,
+    anchor_sizes: Sizes = ((4, 6, 9), (13, 18, 26), (36, 52, 72), (100, 140, 200)),
+    aspect_ratios: Sizes = (1.0,),
+    min_size: int | Sequence[int] = 256,
+    max_size: int = 256,
+    image_mean: Sequence[float] = _ZERO,
+    image_std: Sequence[float] = _ONE,
+    rpn_pre_nms_top_n_train: int = 600,
+    rpn_pre_nms_top_n_test: int = 300,
+    rpn_post_nms_top_n_train: int = 300,
+    rpn_post_nms_top_n_test: int = 100,
+    rpn_score_thresh: float = 0.0,
+    rpn_fg_iou_thresh: float = 0.7,
+    rpn_bg_iou_thresh: float = 0.3,
+    box_fg_iou_thresh: float = 0.5,
+    box_bg_iou_thresh: float = 0.5,
+    box_batch_size_per_image: int = 128,
+    box_detections_per_img: int = 100,
+    box_score_thresh: float = 0.05,
+) -> FasterRCNN:
+    """Faster R-CNN on a small VGG-style backbone (``LiteConvNet``) with an FPN, trained from scratch on a CPU.
+
+    For nodes of 4-20 pixels on 256-pixel slices: the FPN starts at stride 4 (``returned_layers=(2, 3, 4)`` = strides
+    4, 8, 16, plus the pooled 32), anchors start at 4 pixels, and the box head is a narrow ``TwoMLPHead`` (RoIAlign
+    7x7 over ``fpn_channels`` maps, then ``representation_size`` units). torchvision's level mapper sends every RoI
+    smaller than about 112 pixels to the finest map. No ImageNet weights exist for this backbone; all layers train,
+    BatchNorm included.
+
+    Args:
+        num_classes: classes including background.
+        widths: backbone stage widths (stage ``i`` has stride ``2 ** i``).
+        depth: 3x3 convs per backbone stage.
+        returned_layers: backbone stages (1-based, of ``widths``) that feed the FPN.
+        fpn_channels: FPN output channels (RPN and RoI heads work on these).
+        representation_size: width of the box head's two fully connected layers.
+        anchor_sizes: one tuple per level (``len(returned_layers) + 1``), or one size per level.
+        aspect_ratios: height / width, for every level or one tuple per level.
+        min_size: as in ``fasterrcnn_vgg16`` (default 256, the example's slice size).
+        max_size: as in ``fasterrcnn_vgg16``.
+        image_mean: as in ``fasterrcnn_vgg16``.
+        image_std: as in ``fasterrcnn_vgg16``.
+        rpn_pre_nms_top_n_train: proposals kept per level before NMS, training.
+        rpn_pre_nms_top_n_test: proposals kept per level before NMS, inference.
+        rpn_post_nms_top_n_train: proposals kept after NMS, training.
+        rpn_post_nms_top_n_test: proposals kept after NMS, inference.
+        rpn_score_thresh: minimum objectness of a proposal at inference.
+        rpn_fg_iou_thresh: anchor IoU with a box for an RPN positive (each box also gets its best anchors).
+        rpn_bg_iou_thresh: anchor IoU below which an anchor is an RPN negative.
+        box_fg_iou_thresh: proposal IoU with a box for a box-head positive.
+        box_bg_iou_thresh: proposal IoU below which a proposal is a box-head negative.
+        box_batch_size_per_image: RoIs sampled per image for the box head loss.
+        box_detections_per_img: detections returned per image.
+        box_score_thresh: minimum class score of a returned detection.
+    """
+    model_name, options = "fasterrcnn_lite_fpn", _fasterrcnn_options(locals())
+    body = LiteConvNet(widths, depth)
+    returned = sorted({int(layer) for layer in returned_layers})
+    if not returned or returned[0] < 1 or returned[-1] > len(body.widths):
+        raise ValueError(
+            f"{model_name}: returned_layers must be stages within 1-{len(body.widths)}, got {list(returned_layers)}"
+        )
+    backbone = BackboneWithFPN(
+        body,
+        return_layers={f"stage{layer}": str(k) for k, layer in enumerate(returned)},
+        in_channels_list=[body.widths[layer - 1] for layer in returned],
+        out_channels=fpn_channels,
+        extra_blocks=LastLevelMaxPool(),
+    )
+    featmaps = [str(k) for k in range(len(returned))]
+    return FasterRCNN(
+        backbone,
+        num_classes=None,  # given through box_predictor (FasterRCNN's own assumes a 1024-wide head)
+        rpn_anchor_generator=anchor_generator(anchor_sizes, aspect_ratios, len(returned) + 1, model_name),
+        box_roi_pool=MultiScaleRoIAlign(featmap_names=featmaps, output_size=7, sampling_ratio=2),
+        box_head=TwoMLPHead(fpn_channels * 7 * 7, representation_size),
+        box_predictor=FastRCNNPredictor(representation_size, num_classes),
+        **options,
+    )
+
+
 # Builder arguments handed unchanged (but for types) to FasterRCNN / its GeneralizedRCNNTransform.
 _PASSTHROUGH = (
     "min_size", "max_size", "image_mean", "image_std",
@@ -366,8 +458,13 @@ _PASSTHROUGH = (
 )  # fmt: skip
 
 
+# Matching thresholds: only builders that expose them pass them on (the others keep torchvision's defaults).
+_MATCHING = ("rpn_fg_iou_thresh", "rpn_bg_iou_thresh", "box_fg_iou_thresh", "box_bg_iou_thresh")
+
+
 def _fasterrcnn_options(arguments: dict) -> dict:
     options = {key: arguments[key] for key in _PASSTHROUGH}
+    options |= {key: arguments[key] for key in _MATCHING if key in arguments}
     if len(options["image_mean"]) != 3 or len(options["image_std"]) != 3:
         raise ValueError(f"image_mean and image_std need 3 values (one per input channel), got {options}")
     options["image_mean"], options["image_std"] = list(options["image_mean"]), list(options["image_std"])

@@ -1,5 +1,6 @@
 """Faster R-CNN detectors: Lu 2018's VGG16 configuration, anchors, torchvision parity, backbone weights."""
 
+import numpy as np
 import pytest
 import torch
 import torchvision
@@ -160,3 +161,51 @@ def test_mobilenet_returned_layers_add_a_fine_level():
     assert [v.shape[-1] for v in default.eval().backbone(x).values()] == [4, 4, 2]
     with pytest.raises(ValueError, match="returned_layers"):
         create_model("fasterrcnn_mobilenet_v3_fpn", returned_layers=[0])
+
+
+def test_lite_fpn_levels_start_at_stride_4_and_everything_trains():
+    model = create_model("fasterrcnn_lite_fpn", num_classes=2, min_size=128, max_size=128)
+    x = torch.randn(1, 3, 128, 128)
+    assert [v.shape[-1] for v in model.eval().backbone(x).values()] == [32, 16, 8, 4]  # strides 4, 8, 16, 32
+    assert model.rpn.anchor_generator.num_anchors_per_location() == [3, 3, 3, 3]
+    norms = [m for m in model.modules() if isinstance(m, (torch.nn.BatchNorm2d, misc.FrozenBatchNorm2d))]
+    assert norms and all(type(m) is torch.nn.BatchNorm2d for m in norms)  # from scratch: trained, never frozen
+    assert all(p.requires_grad for p in model.parameters())
+    head = model.roi_heads.box_head
+    assert (head.fc6.in_features, head.fc7.out_features) == (64 * 7 * 7, 256)
+    assert model.roi_heads.box_predictor.cls_score.out_features == 2
+    coarse = create_model("fasterrcnn_lite_fpn", returned_layers=[3, 4], anchor_sizes=[8, 16, 32], min_size=128,
+                          max_size=128)  # fmt: skip
+    assert [v.shape[-1] for v in coarse.eval().backbone(x).values()] == [16, 8, 4]
+    with pytest.raises(ValueError, match="returned_layers"):
+        create_model("fasterrcnn_lite_fpn", returned_layers=[5])
+
+
+def test_lite_fpn_matching_thresholds_reach_the_matchers():
+    model = create_model("fasterrcnn_lite_fpn", rpn_fg_iou_thresh=0.5, rpn_bg_iou_thresh=0.2, box_fg_iou_thresh=0.4,
+                         box_bg_iou_thresh=0.3)  # fmt: skip
+    rpn, box = model.rpn.proposal_matcher, model.roi_heads.proposal_matcher
+    assert (rpn.high_threshold, rpn.low_threshold, box.high_threshold, box.low_threshold) == (0.5, 0.2, 0.4, 0.3)
+
+
+def test_lite_fpn_learns_a_bright_square():
+    """A few SGD steps on one image with one bright square: the loss falls and the square is found."""
+    torch.manual_seed(0)
+    image = torch.randn(3, 64, 64) * 0.1
+    image[:, 20:30, 34:44] += 3.0
+    target = {"boxes": torch.tensor([[34.0, 20.0, 44.0, 30.0]]), "labels": torch.tensor([1])}
+    model = create_model("fasterrcnn_lite_fpn", num_classes=2, min_size=64, max_size=64, widths=(16, 32, 64),
+                         returned_layers=[2, 3], anchor_sizes=[[6, 10], [16, 24], [32, 48]],
+                         box_batch_size_per_image=32)  # fmt: skip
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.02, momentum=0.9)
+    losses = []
+    for _ in range(60):
+        loss = sum(model.train()([image], [target]).values())
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(float(loss.detach()))
+    assert np.mean(losses[-5:]) < 0.5 * np.mean(losses[:5])
+    with torch.no_grad():
+        (out,) = model.eval()([image])
+    assert len(out["boxes"]) and torchvision.ops.box_iou(out["boxes"][:1], target["boxes"]).item() > 0.5

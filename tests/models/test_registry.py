@@ -100,11 +100,16 @@ def test_list_models_pattern_and_task():
     assert list_models("wu2020*") == ["wu2020", "wu2020_hybrid"]
     assert list_models(task="classification") == ["wu2020", "wu2020_hybrid"]
     assert list_models(task="detection") == [
+        "fasterrcnn_lite_fpn",
         "fasterrcnn_mobilenet_v3_fpn",
         "fasterrcnn_resnet50_fpn",
         "fasterrcnn_vgg16",
     ]
-    assert list_models("*fpn", task="detection") == ["fasterrcnn_mobilenet_v3_fpn", "fasterrcnn_resnet50_fpn"]
+    assert list_models("*fpn", task="detection") == [
+        "fasterrcnn_lite_fpn",
+        "fasterrcnn_mobilenet_v3_fpn",
+        "fasterrcnn_resnet50_fpn",
+    ]
     assert list_models("*vgg*", task="classification") == []
     assert list_models() == sorted(list_models(task="classification") + list_models(task="detection"))
     assert model_task("fasterrcnn_vgg16") == "detection"
