@@ -10,6 +10,7 @@ import tempfile
 from pathlib import Path
 
 from harness.compare import BEST_METRIC, DASH, Comparison, Trial
+from harness.sweep_view import wide_when_piped
 
 TASK_TITLES = {"classification": "Classifiers", "detection": "Detectors", "unknown": "Trials without a task"}
 COMMON_COLUMNS = ["Sequence", "Augment", "Backbone", "Run", "Status"]
@@ -79,6 +80,7 @@ def print_comparison(comparison: Comparison, console) -> None:
     """One rich table per task on ``console``; the best trial in bold; sequences separated by a rule."""
     from rich.table import Table
 
+    wide_when_piped(console)
     console.print(_title(comparison))
     if not comparison.trials:
         console.print("No trial runs under this sweep run.")

@@ -32,6 +32,7 @@ class TrialBoard:
     """Trial states fed by Tune's driver callbacks; rendered with rich.Live (thread-safe updates)."""
 
     def __init__(self, console: Console):
+        wide_when_piped(console)
         self.console = console
         self.rows: dict[str, _Row] = {}
         self._lock = threading.Lock()
@@ -81,8 +82,15 @@ class TrialBoard:
             live.__exit__(*exc)
 
 
+def wide_when_piped(console: Console, width: int = 160) -> None:
+    """Piped to a file or a CI log, rich assumes 80 columns and folds every table cell; a log can be wider."""
+    if not console.is_terminal:
+        console.width = max(console.width, width)
+
+
 def print_plan(plan, console: Console) -> None:
     """``harness run --dry-run``: every trial with its grid point and what it asks Ray for."""
+    wide_when_piped(console)
     for study in plan.studies:
         res = study.study.resources
         asks = (
