@@ -14,8 +14,9 @@ import torch
 from harness.config import TrialConfig
 from harness.explain import draw_detections, grad_cam, gradient_saliency, save_attention_png
 from harness.metrics.classification import classifier_report
+from harness.metrics.detection import detection_pr_curve
 from harness.metrics.froc import froc
-from harness.metrics.plots import plot_froc, plot_roc_curves
+from harness.metrics.plots import plot_froc, plot_pr_curves, plot_roc_curves
 
 from . import classifier as cls
 from . import detector as det
@@ -109,6 +110,7 @@ def _detector_final(model, config: TrialConfig, data, device, dtype, out: Path) 
         metrics.update(det.detection_metrics(preds, gts, fields, dataset.classes, prefix))
         if prefix == "val":
             plot_froc(froc(preds, gts, [f["patient"] for f in fields]), out / "froc.png")
+            _pr_plot(preds, gts, dataset.classes, metrics, out / "pr.png")
             _drawn_detections(dataset, preds, gts, fields, out / "detections", config.train.score_threshold)
         for pred, gt, item, score in zip(preds, gts, fields, det.highest_scores(preds), strict=True):
             rows.append((prefix, item["patient"], f"{item['slice_position']:.3f}", f"{score:.6f}", len(gt["boxes"]),
@@ -119,6 +121,13 @@ def _detector_final(model, config: TrialConfig, data, device, dtype, out: Path) 
         writer.writerow(["split", "patient", "slice_position_mm", "max_score", "n_targets", "n_detections", "lnm"])
         writer.writerows(rows)
     return metrics
+
+
+def _pr_plot(preds, gts, classes: list[str], metrics: dict[str, float], path: Path) -> None:
+    """Precision-recall curve per class at IoU 0.5, AP (Lu's Eq. A, all-point) in the legend."""
+    curves = {name: detection_pr_curve(preds, gts, cls=c)[:2] for c, name in enumerate(classes) if c > 0}
+    ap = {name: metrics[f"val_ap50_{name}"] for name in curves if f"val_ap50_{name}" in metrics}
+    plot_pr_curves(curves, path, title="Precision-recall (IoU 0.5)", ap=ap)
 
 
 def _drawn_detections(dataset, preds, gts, fields, folder: Path, threshold: float, count: int = 4) -> None:

@@ -156,7 +156,7 @@ def test_detector_run_reports_lu_and_coco_metrics(root, tmp_path):
     assert lrs[0] == pytest.approx(0.01) and lrs[-1] == pytest.approx(0.001)  # Lu's drop for the last quarter
     for key in ("val_map50", "val_map", "val_voc_map50", "val_froc", "val_image_auc", "val_ap50_mesorectal"):
         assert key in result.metrics
-    assert (result.output_dir / "froc.png").stat().st_size > 0
+    assert (result.output_dir / "froc.png").stat().st_size > 0 and (result.output_dir / "pr.png").stat().st_size > 0
     assert len(list((result.output_dir / "detections").glob("*.png"))) == 2  # 1 val slice with a target + 1 without
     with (result.output_dir / "predictions.csv").open() as handle:
         rows = list(csv.DictReader(handle))
