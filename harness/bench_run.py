@@ -155,7 +155,7 @@ def bench_model(
     size = CLASSIFIER_SIZE if task == "classification" else (image_size or DETECTOR_SIZE)
     samples = samples or load_samples(task, image_size=size)
     reference_options = paths[0].baseline()
-    paths = [reference_options] + [p for p in paths if p != reference_options]
+    paths = [reference_options] + [p for i, p in enumerate(paths) if p != reference_options and p not in paths[:i]]
     reference = ModelBackend(name, reference_options, image_size=size)
     reference.load(samples)
     check_images, check_clinical = samples.batch(0, min(4, len(samples)))

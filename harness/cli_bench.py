@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import replace
 from pathlib import Path
 
 BENCH_EPILOG = """\
 examples:
   harness bench --model wu2020 --model fasterrcnn_vgg16 --scenario single-stream --json out.json
   harness bench --model fasterrcnn_vgg16 --dtype bf16 --channels-last --queries 8     eager fp32 vs the fast path
+  harness bench --model wu2020 --path bf16 --path fp32+channels_last --path bf16+channels_last   several paths
   harness bench --scenario offline --device cuda --dtype bf16 --size 512              on a GPU, at the paper's size
 
 Every path other than eager fp32 is first checked against eager fp32 outputs on the same slices (probabilities
@@ -39,6 +41,9 @@ def add_bench(commands) -> None:
     parser.add_argument("--channels-last", action="store_true", help="channels_last weights and inputs")
     parser.add_argument("--compile", action="store_true",
                         help="torch.compile the classifier / the detector's backbone at a fixed size")  # fmt: skip
+    parser.add_argument("--path", action="append", dest="paths", default=[], metavar="PATH",
+                        help="another path to time in the same run (repeatable): DTYPE[+channels_last][+compile], "
+                        "e.g. --path bf16 --path fp32+channels_last")  # fmt: skip
     parser.add_argument("--queries", type=int, default=32,
                         help="single-stream queries, or images per batch size in offline (default: 32)")  # fmt: skip
     parser.add_argument("--batch-sizes", default="1,4,16", help="offline batch sizes tried (default: 1,4,16)")
@@ -61,7 +66,7 @@ def bench_command(args: argparse.Namespace) -> int:
 
     from harness.bench_report import log_results, print_results
     from harness.bench_run import bench_model, device_name, overhead_summary
-    from harness.inference import InferenceOptions
+    from harness.inference import InferenceOptions, parse_paths
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -72,12 +77,13 @@ def bench_command(args: argparse.Namespace) -> int:
     batch_sizes = [int(b) for b in args.batch_sizes.split(",") if b.strip()]
     fast = InferenceOptions(device=args.device, dtype=args.dtype, channels_last=args.channels_last,
                             compile=args.compile)  # fmt: skip
+    paths = [fast] + [replace(parse_paths(text), device=args.device) for text in args.paths]
     console = Console()
     models = args.models or ["wu2020", "fasterrcnn_vgg16"]
     results = []
     for name in models:
         with console.status(f"benchmarking {name} ({args.scenario}, {fast.label})"):
-            results += bench_model(name, [fast], scenario=args.scenario, queries=args.queries,
+            results += bench_model(name, paths, scenario=args.scenario, queries=args.queries,
                                    batch_sizes=batch_sizes, image_size=args.size, case_slices=args.case_slices,
                                    peak_override=args.peak_tflops)  # fmt: skip
     from harness.bench import load_samples
