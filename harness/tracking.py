@@ -197,10 +197,11 @@ class TrialRun:
             filter_string=f"tags.`{PARENT_TAG}` = '{parent_run_id}' and tags.`{TRIAL_TAG}` = '{trial_key}'",
         )
         self.resumed = bool(existing)
+        # mlflow would tag the run with the worker script's file path; no file paths in tags (DESIGN.md §3).
         run_id = existing[0].info.run_id if existing else None
         self.run = mlflow.start_run(run_id=run_id, experiment_id=None if run_id else experiment_id,
                                     run_name=None if run_id else run_name, parent_run_id=parent_run_id,
-                                    tags={TRIAL_TAG: trial_key, **tags},
+                                    tags={TRIAL_TAG: trial_key, "mlflow.source.name": "harness run", **tags},
                                     log_system_metrics=system_metrics)  # fmt: skip
         self.run_id = self.run.info.run_id
 
