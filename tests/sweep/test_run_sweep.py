@@ -96,13 +96,17 @@ def test_sweep_with_a_raising_and_a_killed_trial_retries_them_from_checkpoints(r
     assert (outputs / "cls-001" / ".fault-raise-done").exists() and (outputs / "cls-002" / ".fault-kill-done").exists()
 
 
-def test_a_trial_that_keeps_failing_is_named_and_the_others_finish(root, tmp_path, monkeypatch):
-    monkeypatch.setenv("HARNESS_TEST_FAULT", "cls-000:raise")
+def test_a_trial_that_keeps_failing_is_named_and_the_others_finish(root, tmp_path):
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump(sweep_file(tmp_path, root, epochs=2, max_failures=0,
+                                              grid={"augment": ["none", "flip"]})))  # fmt: skip
     uri = default_tracking_uri(tmp_path)
-    plan = plan_sweep(sweep_file(tmp_path, root, epochs=2, max_failures=0, grid={"augment": ["none", "flip"]}), "s")
-    outcome = run_sweep(plan, tracking_uri=uri, num_cpus=2)
-    failed = {t.key: t for t in outcome.failed}
-    assert list(failed) == ["cls-000"] and "injected fault in cls-000" in failed["cls-000"].error
+    env = {**os.environ, "HARNESS_TEST_FAULT": "cls-000:raise"}
+    result = subprocess.run([HARNESS, "run", str(path), "--tracking-uri", uri, "--num-cpus", "2"], cwd=tmp_path,
+                            env=env, capture_output=True, text=True, timeout=540)  # fmt: skip
+    assert result.returncode == 1, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "1 trial(s) failed" in result.stdout and "injected fault in cls-000" in result.stdout
+    assert "cls-001" not in result.stdout.split("failed:")[1]  # only the failed one is named
     parents, runs = children(uri, "tiny")
     status = {r.data.tags[TRIAL_TAG]: r.info.status for r in runs}
     assert status == {"cls-000": "FAILED", "cls-001": "FINISHED"} and parents[0].info.status == "FAILED"
