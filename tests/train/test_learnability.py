@@ -52,11 +52,6 @@ def test_classifier_learns_nothing_without_signal(tmp_path):
     assert abs(metrics["val_auc"] - 0.5) <= 0.15, metrics
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known gap: on the 2-core CPU budget the example detector reaches mAP@0.5 0.017 (FROC 0.34) on the "
-    "seed-0 cohort, far from the 0.5 bar; strict, so reaching the bar turns this into a failure to update",
-)
 def test_detector_example_learns(cohort, tmp_path):
     metrics = train("train_detector.yaml", cohort, tmp_path)
     assert metrics["val_map50"] >= 0.5, metrics
