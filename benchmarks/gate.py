@@ -11,10 +11,10 @@ Rules (no absolute times: CI machines are shared):
    eager batch-1 median.
 
 Gated paths, on the CPU: the classifier (wu2020, batch 16) on channels_last, bf16 and bf16 + channels_last (bf16
-only where the CPU has native bf16); the detector (fasterrcnn_vgg16 at 128 px, batch 1) on channels_last. The
-detector's bf16 path is reported, not gated: with random weights its detections are decided by near ties that
-reduced precision flips, so it does not pass the equality check (a trained detector is needed; see
-docs/benchmarks.md). Exit status 0: pass; 1: a rule failed.
+only where the CPU has native bf16); the detector (fasterrcnn_vgg16 at 128 px, batch 1) on channels_last and on bf16 in
+the box head only (``bf16@box_head``). The detector's all-bf16 path is reported, not gated: with random weights
+its detections are decided by near ties that reduced precision flips, so it does not pass the equality check
+(see docs/benchmarks.md). Exit status 0: pass; 1: a rule failed.
 """
 
 from __future__ import annotations
@@ -37,6 +37,8 @@ def _paths(device: str, bf16: bool):
         classifier += [InferenceOptions(device=device, dtype="bf16", batch=16),
                        InferenceOptions(device=device, dtype="bf16", channels_last=True, batch=16)]  # fmt: skip
     detector = [InferenceOptions(device=device, channels_last=True)]
+    if bf16:
+        detector.append(InferenceOptions(device=device, dtype="bf16", amp_scope="box_head"))
     informational = [InferenceOptions(device=device, dtype="bf16", channels_last=True)] if bf16 else []
     return {"wu2020": (classifier, []), "fasterrcnn_vgg16": (detector, informational)}
 

@@ -46,7 +46,7 @@ def _predictor(name, path, device, detector_size, sample_sets, batch):
     elif path == "channels_last":
         options = InferenceOptions(device=device, channels_last=True, batch=batch)
     else:
-        options = replace(fast_path(device), batch=batch)
+        options = replace(fast_path(device, task), batch=batch)
     predictor = Predictor(model, options)
     if path != "eager-fp32":  # its time counts only when its outputs equal eager fp32's
         images, clinical = samples.batch(0, 4)

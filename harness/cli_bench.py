@@ -12,6 +12,7 @@ examples:
   harness bench --model wu2020 --model fasterrcnn_vgg16 --scenario single-stream --json out.json
   harness bench --model fasterrcnn_vgg16 --dtype bf16 --channels-last --queries 8     eager fp32 vs the fast path
   harness bench --model wu2020 --path bf16 --path fp32+channels_last --path bf16+channels_last   several paths
+  harness bench --model fasterrcnn_vgg16 --path bf16@box_head+compile   bf16 box head, compiled fp32 backbone
   harness bench --scenario offline --device cuda --dtype bf16 --size 512              on a GPU, at the paper's size
 
 Every path other than eager fp32 is first checked against eager fp32 outputs on the same slices (probabilities
@@ -38,12 +39,15 @@ def add_bench(commands) -> None:
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
     parser.add_argument("--dtype", choices=("fp32", "bf16", "fp16"), default="fp32",
                         help="autocast dtype of the fast path (fp16: CUDA only)")  # fmt: skip
+    parser.add_argument("--amp-scope", choices=("all", "box_head"), default="all",
+                        help="detectors: reduced precision everywhere dense (all) or in the box head only, the "
+                        "backbone and RPN staying fp32 (box_head)")  # fmt: skip
     parser.add_argument("--channels-last", action="store_true", help="channels_last weights and inputs")
     parser.add_argument("--compile", action="store_true",
                         help="torch.compile the classifier / the detector's backbone at a fixed size")  # fmt: skip
     parser.add_argument("--path", action="append", dest="paths", default=[], metavar="PATH",
-                        help="another path to time in the same run (repeatable): DTYPE[+channels_last][+compile], "
-                        "e.g. --path bf16 --path fp32+channels_last")  # fmt: skip
+                        help="another path to time in the same run (repeatable): DTYPE[@box_head][+channels_last]"
+                        "[+compile], e.g. --path bf16 --path fp32+channels_last --path bf16@box_head")  # fmt: skip
     parser.add_argument("--queries", type=int, default=32,
                         help="single-stream queries, or images per batch size in offline (default: 32)")  # fmt: skip
     parser.add_argument("--batch-sizes", default="1,4,16", help="offline batch sizes tried (default: 1,4,16)")
@@ -76,7 +80,7 @@ def bench_command(args: argparse.Namespace) -> int:
         raise ValueError("--queries must be >= 1 and --case-slices between 1 and 100")
     batch_sizes = [int(b) for b in args.batch_sizes.split(",") if b.strip()]
     fast = InferenceOptions(device=args.device, dtype=args.dtype, channels_last=args.channels_last,
-                            compile=args.compile)  # fmt: skip
+                            compile=args.compile, amp_scope=args.amp_scope)  # fmt: skip
     paths = [fast] + [replace(parse_paths(text), device=args.device) for text in args.paths]
     console = Console()
     models = args.models or ["wu2020", "fasterrcnn_vgg16"]

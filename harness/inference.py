@@ -32,6 +32,7 @@ from torchvision.ops import box_iou
 from harness.models import create_model, model_task
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+AMP_SCOPES = ("all", "box_head")
 # Stated tolerances of the equality check (absolute, on probabilities / scores in [0, 1]).
 PROBABILITY_TOLERANCE = {"fp32": 1e-4, "bf16": 0.03, "fp16": 0.01}
 SCORE_THRESHOLD = 0.5
@@ -49,6 +50,9 @@ class InferenceOptions:
         channels_last: convolution weights and inputs in NHWC memory format.
         compile: ``torch.compile`` the classifier, or the detector's backbone, at a fixed input size.
         batch: images per forward call.
+        amp_scope: where a detector runs in ``dtype``: ``"all"`` (backbone, RPN head, box head) or ``"box_head"``
+            (the box head's fully connected layers only: the backbone and RPN stay fp32, so the proposals are
+            eager fp32's; the box head is most of a VGG16 detector's work). Classifiers ignore it.
     """
 
     device: str = "cpu"
@@ -56,6 +60,7 @@ class InferenceOptions:
     channels_last: bool = False
     compile: bool = False
     batch: int = 1
+    amp_scope: str = "all"
 
     def __post_init__(self) -> None:
         if self.dtype not in DTYPES:
@@ -66,6 +71,8 @@ class InferenceOptions:
             raise ValueError("fp16 autocast is a GPU path; on the CPU use bf16")
         if self.batch < 1:
             raise ValueError(f"batch must be >= 1, got {self.batch}")
+        if self.amp_scope not in AMP_SCOPES:
+            raise ValueError(f"amp_scope must be one of {AMP_SCOPES}, got {self.amp_scope!r}")
 
     @property
     def is_eager_fp32(self) -> bool:
@@ -74,26 +81,31 @@ class InferenceOptions:
 
     @property
     def label(self) -> str:
-        """Short name of the path: ``eager-fp32``, ``bf16+channels_last+compile``..."""
-        parts = [self.dtype] + ["channels_last"] * self.channels_last + ["compile"] * self.compile
+        """Short name of the path: ``eager-fp32``, ``bf16+channels_last+compile``, ``bf16@box_head``..."""
+        scope = f"@{self.amp_scope}" if self.dtype != "fp32" and self.amp_scope != "all" else ""
+        parts = [self.dtype + scope] + ["channels_last"] * self.channels_last + ["compile"] * self.compile
         return "eager-fp32" if self.is_eager_fp32 else "+".join(parts)
 
     def baseline(self) -> InferenceOptions:
         """The fp32 eager path on the same device and batch: what this path is checked and timed against."""
-        return replace(self, dtype="fp32", channels_last=False, compile=False)
+        return replace(self, dtype="fp32", channels_last=False, compile=False, amp_scope="all")
 
 
 def parse_paths(text: str) -> InferenceOptions:
-    """Options from a path label (``eager-fp32``, ``bf16``, ``bf16+channels_last``, ``fp32+compile``...)."""
+    """Options from a path label (``eager-fp32``, ``bf16``, ``bf16@box_head+compile``, ``fp32+channels_last``...)."""
     if text == "eager-fp32":
         return InferenceOptions()
     parts = text.split("+")
-    dtype = parts[0] if parts[0] in DTYPES else "fp32"
-    flags = set(parts[1:] if parts[0] in DTYPES else parts)
+    dtype, _, scope = parts[0].partition("@")
+    has_dtype = dtype in DTYPES
+    flags = set(parts[1:] if has_dtype else parts)
     unknown = flags - {"channels_last", "compile"}
     if unknown:
-        raise ValueError(f"unknown path part(s) {sorted(unknown)} in {text!r}: use DTYPE[+channels_last][+compile]")
-    return InferenceOptions(dtype=dtype, channels_last="channels_last" in flags, compile="compile" in flags)
+        raise ValueError(
+            f"unknown path part(s) {sorted(unknown)} in {text!r}: use DTYPE[@box_head][+channels_last][+compile]"
+        )
+    return InferenceOptions(dtype=dtype if has_dtype else "fp32", channels_last="channels_last" in flags,
+                            compile="compile" in flags, amp_scope=scope or "all")  # fmt: skip
 
 
 def _to_float32(value: Any) -> Any:
@@ -122,15 +134,31 @@ class FastPart(nn.Module):
         device_type: ``"cpu"`` or ``"cuda"``.
         dtype: autocast dtype, or None for fp32.
         channels_last: convert 4-D inputs to channels_last.
+        cast_weights: store the part's weights in ``dtype`` once and feed it ``dtype`` inputs instead of autocast.
+            For big fully connected layers (VGG16's fc6 holds 103 M weights): autocast casts every weight again
+            on every call, which costs more than the bf16 matrix product saves.
     """
 
-    def __init__(self, module: nn.Module, device_type: str, dtype: torch.dtype | None, channels_last: bool):
+    def __init__(
+        self,
+        module: nn.Module,
+        device_type: str,
+        dtype: torch.dtype | None,
+        channels_last: bool,
+        cast_weights: bool = False,
+    ):
         super().__init__()
+        self.cast_weights = cast_weights and dtype is not None
+        if self.cast_weights:
+            module = module.to(dtype)
         self.module, self.device_type, self.dtype, self.channels_last = module, device_type, dtype, channels_last
 
     def forward(self, *args: Any) -> Any:
         if self.channels_last:
             args = tuple(_channels_last(a) for a in args)
+        if self.cast_weights:
+            args = tuple(a.to(self.dtype) if isinstance(a, torch.Tensor) and a.is_floating_point() else a for a in args)
+            return _to_float32(self.module(*args))
         with torch.autocast(self.device_type, dtype=self.dtype or torch.float32, enabled=self.dtype is not None):
             out = self.module(*args)
         return _to_float32(out)
@@ -173,13 +201,15 @@ class Predictor:
 
     def _prepare_detector(self) -> None:
         m, o, device_type = self.model, self.options, self.device.type
-        if self._dtype is not None or o.channels_last or o.compile:
-            m.backbone = FastPart(m.backbone, device_type, self._dtype, o.channels_last)
+        dense = self._dtype if o.amp_scope == "all" else None  # dtype of the backbone and RPN head
+        if dense is not None or o.channels_last or o.compile:
+            m.backbone = FastPart(m.backbone, device_type, dense, o.channels_last)
             if o.compile:  # the backbone only, at the transform's fixed size: RPN / NMS / RoIAlign stay eager
                 m.backbone = torch.compile(m.backbone, dynamic=False)
+        if dense is not None:
+            m.rpn.head = FastPart(m.rpn.head, device_type, dense, o.channels_last)
         if self._dtype is not None:
-            m.rpn.head = FastPart(m.rpn.head, device_type, self._dtype, o.channels_last)
-            m.roi_heads.box_head = FastPart(m.roi_heads.box_head, device_type, self._dtype, False)
+            m.roi_heads.box_head = FastPart(m.roi_heads.box_head, device_type, self._dtype, False, cast_weights=True)
 
     def synchronize(self) -> None:
         """Wait for the device (a no-op on the CPU): call before reading a clock."""

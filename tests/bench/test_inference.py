@@ -46,6 +46,13 @@ def test_options_validate_and_name_paths():
     assert fast.label == "bf16+channels_last+compile"
     assert fast.baseline() == InferenceOptions(batch=4)
     assert parse_paths("bf16+channels_last") == InferenceOptions(dtype="bf16", channels_last=True)
+    box_head = parse_paths("bf16@box_head+compile")
+    assert box_head == InferenceOptions(dtype="bf16", compile=True, amp_scope="box_head")
+    assert box_head.label == "bf16@box_head+compile" and box_head.baseline() == InferenceOptions()
+    with pytest.raises(ValueError, match="amp_scope"):
+        parse_paths("bf16@everything")
+    with pytest.raises(ValueError, match="unknown path part"):
+        parse_paths("bf16+fast")
     with pytest.raises(ValueError, match="fp16"):
         InferenceOptions(dtype="fp16")
     with pytest.raises(ValueError, match="dtype"):
@@ -74,10 +81,33 @@ def test_hybrid_takes_clinical_input():
     assert verify_fast_path(model, InferenceOptions(dtype="bf16"), images, torch.ones(2, 1)).ok
 
 
+@pytest.fixture(scope="module")
+def vgg_detector():
+    model = benchmark_model("fasterrcnn_vgg16", image_size=64, representation_size=256)
+    spread_detector_scores(model, _images(2, 64))
+    return model
+
+
 def test_detector_channels_last_equals_fp32_eager(detector):
     report = verify_fast_path(detector, InferenceOptions(channels_last=True), _images(2, 64))
     assert report.ok, report.detail
     assert report.compared > 0
+
+
+def test_vgg16_bf16_box_head_equals_fp32_eager(vgg_detector):
+    # The proposals stay eager fp32's; only the box head's scores move (by far less than the 0.03 tolerance).
+    report = verify_fast_path(vgg_detector, InferenceOptions(dtype="bf16", amp_scope="box_head"), _images(2, 64))
+    assert report.ok, report.detail
+    assert report.compared > 0
+
+
+def test_box_head_scope_keeps_the_backbone_fp32(detector):
+    predictor = Predictor(detector, InferenceOptions(dtype="bf16", amp_scope="box_head"))
+    box_head = predictor.model.roi_heads.box_head
+    assert isinstance(box_head, inference.FastPart) and box_head.cast_weights
+    assert next(box_head.module.parameters()).dtype == torch.bfloat16
+    assert not isinstance(predictor.model.backbone, inference.FastPart)
+    assert next(detector.roi_heads.box_head.parameters()).dtype == torch.float32  # the model itself is untouched
 
 
 def test_detector_check_catches_a_wrong_fast_path(detector, monkeypatch):
