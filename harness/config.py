@@ -61,6 +61,12 @@ class DataConfig(_Strict):
     crop_size: int = Field(64, ge=8, description="classifier: side of the tumour crop (64 in Wu 2020)")
     margin_mm: float = Field(5.0, ge=0, description="classifier: peritumoural margin around the tumour box")
     image_size: int = Field(256, ge=32, description="detector: slices resized to image_size x image_size")
+    spacing_mm: float | None = Field(
+        None,
+        gt=0,
+        description="detector: resample slices to this many mm per pixel, then crop or pad to image_size "
+        "(same node size in pixels at every centre); None stretches each slice to image_size",
+    )
     targets: Literal["metastatic", "all"] = "metastatic"
     label_mode: Literal["location", "single"] = "location"
     negatives: bool = Field(

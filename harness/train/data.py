@@ -88,6 +88,7 @@ def build_data(config: TrialConfig, root: Path | None = None, progress: bool = F
             return NodeSliceDataset(
                 index, patients, sequence=data.sequence, image_size=data.image_size, targets=data.targets,
                 label_mode=data.label_mode, negatives=negatives, transform=transform, progress=progress,
+                spacing_mm=data.spacing_mm,
             )  # fmt: skip
 
     augment = create_augmentation(data.augment, config.task)

@@ -177,3 +177,16 @@ def test_train_cli_prints_metrics_json_last(root, tmp_path):
     assert "val_auc" in metrics and metrics["val_n_patients"] == 2
     bad = subprocess.run([harness, "train", str(path), "--set", "train.stage2_lr=fast"], capture_output=True, text=True)
     assert bad.returncode == 2 and "train.stage2_lr" in bad.stderr
+
+
+def test_data_spacing_mm_reaches_the_detector_samples(root, tmp_path):
+    from harness.train.data import build_data
+
+    raw = detector_config(root, tmp_path)
+    raw["data"]["spacing_mm"] = 2.0
+    data = build_data(parse_config(raw))
+    assert data.train.spacing_mm == 2.0 and data.val.spacing_mm == 2.0
+    assert data.train[0]["image"].shape[-2:] == (64, 64)  # resampled, then cropped or padded to image_size
+    raw["data"]["spacing_mm"] = 0
+    with pytest.raises(ValueError, match="data.spacing_mm"):
+        parse_config(raw)
