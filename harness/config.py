@@ -181,7 +181,8 @@ class TrialConfig(_Strict):
         return self.model_dump(mode="json")
 
 
-def _set_path(raw: dict, dotted: str, value: Any) -> None:
+def set_dotted(raw: dict, dotted: str, value: Any, where: str = "--set") -> None:
+    """Set ``raw["a"]["b"] = value`` for ``dotted = "a.b"``, creating missing sections; ``where`` prefixes errors."""
     keys = dotted.split(".")
     node = raw
     for key in keys[:-1]:
@@ -189,7 +190,7 @@ def _set_path(raw: dict, dotted: str, value: Any) -> None:
         if child is None:
             child = node[key] = {}
         if not isinstance(child, dict):
-            raise ConfigError(f"--set {dotted}: {key!r} is not a section")
+            raise ConfigError(f"{where} {dotted}: {key!r} is not a section")
         node = child
     node[keys[-1]] = value
 
@@ -200,7 +201,7 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
         if "=" not in item:
             raise ConfigError(f"--set {item!r}: expected key=value, e.g. train.stage2_epochs=5")
         key, text = item.split("=", 1)
-        _set_path(raw, key.strip(), yaml.safe_load(text))
+        set_dotted(raw, key.strip(), yaml.safe_load(text))
     return raw
 
 

@@ -28,10 +28,17 @@ import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from harness.config import ConfigError, TrialConfig, format_validation_error, parse_config
+from harness.config import ConfigError, TrialConfig, format_validation_error, parse_config, set_dotted
 
 SPECIAL_AXES = ("sequence", "augment", "backbone")
 SWEEP_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+def check_name(value: str) -> str:
+    """A sweep or study name: it names folders, trials and MLflow runs."""
+    if not SWEEP_NAME.match(value):
+        raise ValueError(f"{value!r}: use letters, digits, '_', '-', '.' (it names folders and runs)")
+    return value
 
 
 class SweepError(RuntimeError):
@@ -84,12 +91,7 @@ class Study(_Strict):
         default_factory=dict, description="model_kwargs added for one backbone only (e.g. returned_layers)"
     )
 
-    @field_validator("name")
-    @classmethod
-    def _safe_name(cls, value: str) -> str:
-        if not SWEEP_NAME.match(value):
-            raise ValueError(f"{value!r}: use letters, digits, '_', '-', '.' (it names folders and runs)")
-        return value
+    _safe_name = field_validator("name")(classmethod(lambda cls, value: check_name(value)))
 
     @field_validator("grid")
     @classmethod
@@ -126,7 +128,7 @@ class SweepSettings(_Strict):
     storage: Path = Field(Path("runs/sweeps"), description="Ray Tune results and trial outputs")
     tracking_uri: str | None = Field(None, description="default: sqlite:///<working dir>/mlflow.db")
 
-    _safe_name = field_validator("name")(classmethod(lambda cls, value: Study._safe_name(value)))
+    _safe_name = field_validator("name")(classmethod(lambda cls, value: check_name(value)))
 
     @model_validator(mode="after")
     def _absolute_storage(self) -> SweepSettings:
@@ -203,32 +205,22 @@ def _known_backbones(task: str) -> list[str]:
     return list(CLASSIFIER_BACKBONES)
 
 
-def _set(raw: dict, key: str, value: Any) -> None:
-    node = raw
-    parts = key.split(".")
-    for part in parts[:-1]:
-        node = node.setdefault(part, {})
-        if not isinstance(node, dict):
-            raise ConfigError(f"{key}: {part!r} is not a section")
-    node[parts[-1]] = value
-
-
 def _apply_point(template: dict, point: dict[str, Any], backbone_kwargs: dict[str, dict]) -> dict:
     """The trial's raw config: the template with the point's values set."""
     raw = yaml.safe_load(yaml.safe_dump(template))  # a deep copy of plain data
     for key, value in point.items():
         if key == "sequence":
-            _set(raw, "data.sequence", value)
+            set_dotted(raw, "data.sequence", value, "grid")
         elif key == "augment":
-            _set(raw, "data.augment", value)
+            set_dotted(raw, "data.augment", value, "grid")
         elif key == "backbone":
             if raw.get("task") == "detection":
                 raw["model"] = f"fasterrcnn_{value}"
             else:
-                _set(raw, "model_kwargs.backbone", value)
+                set_dotted(raw, "model_kwargs.backbone", value, "grid")
             raw.setdefault("model_kwargs", {}).update(backbone_kwargs.get(value, {}))
         else:
-            _set(raw, key, value)
+            set_dotted(raw, key, value, "grid/search")
     return raw
 
 

@@ -153,3 +153,10 @@ def test_dry_run_lists_trials_and_resources(root, tmp_path):
     bad.write_text(yaml.safe_dump(sweep(tmp_path, classifier_study(root, grid={"backbone": ["vgg19"]}))))
     result = subprocess.run([harness, "run", str(bad), "--dry-run"], capture_output=True, text=True)
     assert result.returncode == 2 and "studies[0].grid.backbone[0]: unknown backbone 'vgg19'" in result.stderr
+
+
+def test_names_that_would_escape_their_folder_are_refused(root, tmp_path):
+    with pytest.raises(ConfigError, match=r"sweep.yaml: name: '../x': use letters"):
+        plan_sweep({**sweep(tmp_path, classifier_study(root)), "name": "../x"}, "sweep.yaml")
+    with pytest.raises(ConfigError, match=r"studies\[0\].name: 'a/b': use letters"):
+        plan_sweep(sweep(tmp_path, classifier_study(root) | {"name": "a/b"}), "sweep.yaml")
