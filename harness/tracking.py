@@ -102,6 +102,8 @@ def flatten(mapping: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 def trial_params(config: dict[str, Any], point: dict[str, Any]) -> dict[str, str]:
     """Params of a trial: stable names first (task, model, sequence, augment, backbone, lr, epochs, batch_size),
     then the varied values and the whole resolved config, flattened, without file paths."""
+    from harness.sweep import trial_epochs
+
     train = config.get("train") or {}
     detection = config["task"] == "detection"
     backbone = config["model"].removeprefix("fasterrcnn_") if detection else config["model_kwargs"].get("backbone")
@@ -112,7 +114,7 @@ def trial_params(config: dict[str, Any], point: dict[str, Any]) -> dict[str, str
         "augment": config["data"]["augment"],
         "backbone": backbone or "resnet18",
         "lr": train.get("lr") if detection else train.get("stage2_lr"),
-        "epochs": train.get("epochs") if detection else train.get("stage1_epochs", 0) + train.get("stage2_epochs", 0),
+        "epochs": trial_epochs(config),
         "batch_size": train.get("batch_size"),
     }
     flat = {k: v for k, v in flatten(config).items() if not k.startswith(PATH_KEYS) and k != "name"}
