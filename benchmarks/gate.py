@@ -46,7 +46,7 @@ def _paths(device: str, bf16: bool):
 def gate(rounds: int, margin: float, overhead_share: float, detector_size: int, device: str) -> dict:
     """Measure and judge; returns the report (``passed`` and one entry per check)."""
     from harness.bench import CLASSIFIER_SIZE, ModelBackend, NullBackend, interleaved, load_samples
-    from harness.inference import check_equal
+    from harness.equality import check_equal
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from conftest import cpu_has_bf16

@@ -1,8 +1,10 @@
 """The benchmark driver (MLPerf LoadGen style): scenarios that know no model, backends that know one.
 
-A `Backend` has ``load(samples)``, ``predict(images, clinical)`` (host tensors in, post-processed host results out)
-and ``synchronize()``; `ModelBackend` wraps a registry model on an inference path (`harness.inference`),
-`NullBackend` returns its input and so measures the harness's own overhead (the call, the clock, the loop).
+A `Backend` has ``load(samples)``, ``prepare(images)`` (the host-side hand-over a data loader would make: pinned
+memory on CUDA, uint8 quantisation on that path; done before the clock starts), ``predict(images, clinical)`` (host
+inputs in, post-processed host results out) and ``synchronize()``; `ModelBackend` wraps a registry model on an
+inference path (`harness.inference`), `NullBackend` returns its input and so measures the harness's own overhead
+(the call, the clock, the loop).
 
 Scenarios:
 - `single_stream`: one image per query, queries one after another, after ``warmup`` untimed ones; the latency
@@ -26,7 +28,8 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from .inference import InferenceOptions, Predictor, benchmark_model, spread_detector_scores
+from .bench_weights import benchmark_model, spread_detector_scores
+from .inference import InferenceOptions, Predictor
 
 PAPER_SECONDS_PER_IMAGE = 0.2  # Lu 2018: 0.2 s per image, 20 s per 100-slice case
 CASE_SLICES = 100
@@ -65,15 +68,18 @@ def cohort_root(cache_root: Path | None = None) -> Path:
     return root
 
 
-def load_samples(task: str, *, image_size: int, count: int = 16, cache_root: Path | None = None) -> Samples:
+def load_samples(
+    task: str, *, image_size: int, count: int = 16, cache_root: Path | None = None, sequence: str = "T2WI"
+) -> Samples:
     """``count`` (at most) real slices of the benchmark cohort, preprocessed as for training.
 
     Args:
-        task: ``"classification"`` (Wu 2020 three-slice tumour crops, T2WI) or ``"detection"`` (whole axial T2WI
-            slices resized to ``image_size``).
+        task: ``"classification"`` (Wu 2020 three-slice tumour crops) or ``"detection"`` (whole axial slices
+            resized to ``image_size``).
         image_size: side in pixels.
         count: samples kept, spread evenly over the available ones.
         cache_root: the cache folder (cohort and preprocessed arrays); `default_cache_root` when None.
+        sequence: the MRI sequence (T2WI by default; a trained model's own, e.g. DWI).
     """
     from harness.datasets.classification import TumourSliceDataset
     from harness.datasets.detection import NodeSliceDataset
@@ -82,15 +88,29 @@ def load_samples(task: str, *, image_size: int, count: int = 16, cache_root: Pat
     index = index_dataset(cohort_root(cache_root))
     patients = index.usable_patients()
     if task == "classification":
-        dataset = TumourSliceDataset(index, patients, sequence="T2WI", size=image_size, cache_root=cache_root)
+        dataset = TumourSliceDataset(index, patients, sequence=sequence, size=image_size, cache_root=cache_root)
     else:
-        dataset = NodeSliceDataset(index, patients, sequence="T2WI", image_size=image_size, cache_root=cache_root)
-    # The middle of the available slices first: end slices of a stack are mostly background.
+        dataset = NodeSliceDataset(index, patients, sequence=sequence, image_size=image_size, cache_root=cache_root)
+    # The middle of the stacks: end slices are mostly background.
     picks = np.unique(np.linspace(len(dataset) * 0.2, len(dataset) * 0.8 - 1, num=count).round().astype(int))
+    if task == "detection":
+        picks = _node_slices_first(dataset, picks, count)
     items = [dataset[int(i)] for i in picks]
     images = torch.stack([item["image"] for item in items]).float()
     clinical = torch.tensor([[max(float(item.get("mr_ln_status", 0)), 0.0)] for item in items])
     return Samples(images, clinical)
+
+
+def _node_slices_first(dataset, picks: np.ndarray, count: int) -> list[int]:
+    """Up to half of ``count`` slices with target nodes, first, then the other ``picks``.
+
+    Equality checks run on the first samples and compare confident detections: a trained detector has none on a
+    background slice, so a check on background alone would compare nothing.
+    """
+    with_nodes = [i for i in range(len(dataset)) if len(dataset[i]["target"]["boxes"])]
+    spread = np.linspace(0, len(with_nodes) - 1, num=min(count // 2, len(with_nodes))).round().astype(int)
+    first = list(dict.fromkeys(with_nodes[int(j)] for j in spread))
+    return first + [int(i) for i in picks if i not in first][: count - len(first)]
 
 
 class Backend(Protocol):
@@ -99,6 +119,8 @@ class Backend(Protocol):
     name: str
 
     def load(self, samples: Samples) -> None: ...
+
+    def prepare(self, images: torch.Tensor) -> Any: ...
 
     def predict(self, images: torch.Tensor, clinical: torch.Tensor) -> Any: ...
 
@@ -113,6 +135,10 @@ class NullBackend:
 
     def load(self, samples: Samples) -> None:
         """Nothing to load."""
+
+    def prepare(self, images: torch.Tensor) -> Any:
+        """Nothing to hand over."""
+        return images
 
     def predict(self, images: torch.Tensor, clinical: torch.Tensor) -> Any:
         """Return the input unchanged."""
@@ -143,6 +169,10 @@ class ModelBackend:
             if hasattr(self.model, "roi_heads"):
                 spread_detector_scores(self.model, samples.images[:4])
         self.predictor = Predictor(self.model, self.options)
+
+    def prepare(self, images: torch.Tensor) -> Any:
+        """The predictor's host-side hand-over (`Predictor.prepare`)."""
+        return self.predictor.prepare(images)
 
     def predict(self, images: torch.Tensor, clinical: torch.Tensor) -> Any:
         """Post-processed host outputs: probabilities, or detections."""
@@ -188,7 +218,11 @@ class ScenarioResult:
         }
 
 
-def _timed_queries(backend: Backend, queries: Sequence[tuple[torch.Tensor, torch.Tensor]], clock: Clock) -> list[float]:
+def _prepared(backend: Backend, batches: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> list[tuple[Any, torch.Tensor]]:
+    return [(backend.prepare(images), clinical) for images, clinical in batches]
+
+
+def _timed_queries(backend: Backend, queries: Sequence[tuple[Any, torch.Tensor]], clock: Clock) -> list[float]:
     latencies = []
     for images, clinical in queries:
         start = clock()
@@ -209,12 +243,13 @@ def single_stream(
 ) -> ScenarioResult:
     """MLPerf SingleStream: ``queries`` one-image queries, each issued when the previous one has finished.
 
-    Inputs are batched before the clock starts (the scenario times the system under test, not our slicing).
+    Inputs are batched and prepared (`Backend.prepare`) before the clock starts: the scenario times the system under
+    test, not our slicing.
     """
     if queries < 1:
         raise ValueError(f"queries must be >= 1, got {queries}")
     _warm(backend, samples, 1, warmup)
-    inputs = [samples.batch(q, 1) for q in range(queries)]
+    inputs = _prepared(backend, [samples.batch(q, 1) for q in range(queries)])
     return ScenarioResult("single-stream", 1, _timed_queries(backend, inputs, clock), images=queries)
 
 
@@ -234,7 +269,7 @@ def offline(
     for size in batch_sizes:
         _warm(backend, samples, size, warmup)
         rounds = max(1, -(-images // size))
-        inputs = [samples.batch(r * size, size) for r in range(rounds)]
+        inputs = _prepared(backend, [samples.batch(r * size, size) for r in range(rounds)])
         result = ScenarioResult("offline", size, _timed_queries(backend, inputs, clock), images=rounds * size)
         per_batch[size] = result.images_per_s
         if best is None or result.images_per_s > best.images_per_s:
@@ -247,7 +282,7 @@ def case_time(
     backend: Backend, samples: Samples, *, batch: int, slices: int = CASE_SLICES, clock: Clock = time.perf_counter
 ) -> float:
     """Seconds for one study of ``slices`` slices, run in batches of ``batch`` (inputs prepared beforehand)."""
-    inputs = [samples.batch(start, min(batch, slices - start)) for start in range(0, slices, batch)]
+    inputs = _prepared(backend, [samples.batch(start, min(batch, slices - start)) for start in range(0, slices, batch)])
     return float(sum(_timed_queries(backend, inputs, clock)))
 
 
@@ -274,7 +309,7 @@ def interleaved(
         _warm(backend, samples, batch, warmup)
     latencies: list[list[float]] = [[] for _ in backends]
     for r in range(rounds):
-        query = [samples.batch(r * batch, batch)]
+        query = samples.batch(r * batch, batch)
         for i, backend in enumerate(backends):
-            latencies[i] += _timed_queries(backend, query, clock)
+            latencies[i] += _timed_queries(backend, _prepared(backend, [query]), clock)
     return latencies

@@ -24,7 +24,8 @@ def print_results(
     """One table per model (rows: inference paths), then how the compute floor is computed and the overhead."""
     by_model: dict[str, list[PathResult]] = {}
     for result in results:
-        by_model.setdefault(result.model, []).append(result)
+        trained = "" if result.weights == "random" else f" (trained: {result.weights})"
+        by_model.setdefault(result.model + trained, []).append(result)
     for model, rows in by_model.items():
         table = Table(title=f"{model} - {scenario} on {device}", title_justify="left")
         for column in ("path", "equal", "p50 ms", "p90 ms", "p99 ms", "img/s", "batch", "case s",
@@ -82,6 +83,9 @@ def log_results(records: Sequence[dict[str, Any]], *, uri: str, scenario: str, d
             "dtype": record["dtype"],
             "channels_last": record["channels_last"],
             "compile": record["compile"],
+            "uint8": record["uint8"],
+            "cuda_graphs": record["cuda_graphs"],
+            "weights": record["weights"],
             "batch_size": record["batch"],
             "case_slices_measured": record["case_slices_measured"],
             "equal": record["equal"],

@@ -23,13 +23,17 @@ from .bench import (
     PAPER_SECONDS_PER_IMAGE,
     ModelBackend,
     Samples,
+    ScenarioResult,
     case_time,
     harness_overhead,
+    interleaved,
     load_samples,
     offline,
     single_stream,
 )
-from .inference import InferenceOptions, Predictor, check_equal
+from .bench_weights import BenchWeights
+from .equality import EqualityReport, check_equal
+from .inference import InferenceOptions, Predictor
 
 # Dense peak TFLOP/s by device name fragment and dtype (vendor data sheets, SXM parts; fp32 without TF32).
 PEAK_TFLOPS = {
@@ -55,6 +59,8 @@ class PathResult:
     case_slices: int = CASE_SLICES
     gflop_per_image: float | None = None
     floor_ms: float | None = None
+    weights: str = "random"
+    inputs: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-able record: model, path, settings, ``p50_ms``/``p90_ms``/``p99_ms``, ``images_per_s``..."""
@@ -67,6 +73,10 @@ class PathResult:
             "dtype": self.options.dtype,
             "channels_last": self.options.channels_last,
             "compile": self.options.compile,
+            "uint8": self.options.uint8,
+            "cuda_graphs": self.options.cuda_graphs,
+            "weights": self.weights,
+            "inputs": self.inputs,
             "equal": self.equal,
             "equality": self.equality,
             "per_case_s": self.case_s,
@@ -133,6 +143,8 @@ def bench_model(
     case_slices: int = CASE_SLICES,
     peak_override: float | None = None,
     samples: Samples | None = None,
+    weights: BenchWeights | None = None,
+    interleave: bool = False,
 ) -> list[PathResult]:
     """Check and time ``name`` on each path (the eager fp32 reference is added first when missing).
 
@@ -145,50 +157,66 @@ def bench_model(
         image_size: detector input side (default `DETECTOR_SIZE`); classifiers use `CLASSIFIER_SIZE`.
         case_slices: slices of the per-case measurement (reported as is; scale to 100 for a study).
         peak_override: device peak TFLOP/s for the compute floor.
-        samples: inputs (default `load_samples`).
+        samples: inputs (default `load_samples`: slices of ``weights.sequence``, else T2WI).
+        weights: a trained model (`checkpoint_model`) to time instead of seeded random weights; ``name`` must be
+            its registry name.
+        interleave: single-stream only: the paths take turns query by query (`harness.bench.interleaved`), so
+            that on a shared machine every path sees the same load and their ratios mean something.
     """
     from harness.models import model_task
 
     if scenario not in ("single-stream", "offline"):
         raise ValueError(f"scenario must be 'single-stream' or 'offline', got {scenario!r}")
     task = model_task(name)
-    size = CLASSIFIER_SIZE if task == "classification" else (image_size or DETECTOR_SIZE)
-    samples = samples or load_samples(task, image_size=size)
+    if weights is not None and weights.name != name:
+        raise ValueError(f"weights of {weights.name} ({weights.source}) given for model {name}")
+    trained_size = weights.image_size if weights is not None else None
+    size = CLASSIFIER_SIZE if task == "classification" else (image_size or trained_size or DETECTOR_SIZE)
+    sequence = weights.sequence if weights is not None else "T2WI"
+    samples = samples or load_samples(task, image_size=size, sequence=sequence)
     reference_options = paths[0].baseline()
     paths = [reference_options] + [p for i, p in enumerate(paths) if p != reference_options and p not in paths[:i]]
-    reference = ModelBackend(name, reference_options, image_size=size)
-    reference.load(samples)
-    check_images, check_clinical = samples.batch(0, min(4, len(samples)))
-    expected = reference.predict(check_images, check_clinical)
-    results = []
-    for options in paths:
-        backend = reference if options == reference_options else ModelBackend(name, options, model=reference.model)
-        if backend is not reference:
-            backend.load(samples)
-            report = check_equal(expected, backend.predict(check_images, check_clinical), task, options.dtype)
-            equal, detail = report.ok, report.detail
-        else:
-            equal, detail = True, "reference"
-        result = PathResult(name, task, options, equal, detail, scenario, case_slices=case_slices)
-        results.append(result)
-        if not equal:
-            continue  # its time does not count
-        if scenario == "single-stream":
-            run = single_stream(backend, samples, queries=queries)
-            case_batch = max(options.batch, 1)
-        else:
-            run = offline(backend, samples, batch_sizes=batch_sizes, images=queries)
-            case_batch = run.batch
+    source = weights.source if weights is not None else "random"
+    results, backends = [], []
+    for options, backend, report in _checked_backends(name, paths, samples, size, weights):
+        results.append(PathResult(name, task, options, report.ok, report.detail, scenario, case_slices=case_slices,
+                                  weights=source, inputs=f"{sequence} {size}x{size} px"))  # fmt: skip
+        backends.append(backend)
+    timed = [(result, backend) for result, backend in zip(results, backends, strict=True) if result.equal]
+    if interleave and scenario == "single-stream":
+        rounds = interleaved([backend for _, backend in timed], samples, batch=1, rounds=queries, warmup=2)
+        runs = [ScenarioResult("single-stream", 1, latencies, images=queries) for latencies in rounds]
+    else:
+        runs = [_scenario(backend, samples, scenario, queries, batch_sizes) for _, backend in timed]
+    for (result, backend), run in zip(timed, runs, strict=True):
         result.timings, result.per_batch = run.summary(), run.per_batch
+        case_batch = run.batch if scenario == "offline" else result.options.batch
         result.case_s = case_time(backend, samples, batch=case_batch, slices=case_slices) * CASE_SLICES / case_slices
-        if options is reference_options:
-            result.gflop_per_image = flops_per_image(backend.predictor, samples) / 1e9
-        else:
-            result.gflop_per_image = results[0].gflop_per_image
-        peak = peak_tflops(options.device, options.dtype, peak_override)
+        result.gflop_per_image = results[0].gflop_per_image or flops_per_image(backend.predictor, samples) / 1e9
+        peak = peak_tflops(result.options.device, result.options.dtype, peak_override)
         if peak and result.gflop_per_image:
             result.floor_ms = result.gflop_per_image / peak  # GFLOP / (TFLOP/s) = ms
     return results
+
+
+def _checked_backends(name, paths, samples, size, weights):
+    """Each path's loaded backend and its equality report against the first path (the eager fp32 reference)."""
+    reference = ModelBackend(name, paths[0], image_size=size, model=weights.model if weights is not None else None)
+    reference.load(samples)
+    check_images, check_clinical = samples.batch(0, min(4, len(samples)))
+    expected = reference.predict(check_images, check_clinical)
+    yield paths[0], reference, EqualityReport(True, "reference")
+    for options in paths[1:]:
+        backend = ModelBackend(name, options, model=reference.model)
+        backend.load(samples)
+        output = backend.predict(check_images, check_clinical)
+        yield options, backend, check_equal(expected, output, reference.predictor.task, options.dtype)
+
+
+def _scenario(backend, samples, scenario, queries, batch_sizes) -> ScenarioResult:
+    if scenario == "single-stream":
+        return single_stream(backend, samples, queries=queries)
+    return offline(backend, samples, batch_sizes=batch_sizes, images=queries)
 
 
 def overhead_summary(samples: Samples, queries: int = 200) -> dict[str, float]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import replace
 from pathlib import Path
 
 BENCH_EPILOG = """\
@@ -14,9 +13,13 @@ examples:
   harness bench --model wu2020 --path bf16 --path fp32+channels_last --path bf16+channels_last   several paths
   harness bench --model fasterrcnn_vgg16 --path bf16@box_head+compile   bf16 box head, compiled fp32 backbone
   harness bench --scenario offline --device cuda --dtype bf16 --size 512              on a GPU, at the paper's size
+  harness bench --checkpoint runs/lu2018-dwi/checkpoints/best.pt --path bf16+channels_last      a trained model
+  harness bench --model wu2020 --device cuda --path bf16+cuda_graphs --path fp32+uint8        CUDA graphs, uint8 copy
 
 Every path other than eager fp32 is first checked against eager fp32 outputs on the same slices (probabilities
 within a tolerance, detections above 0.5 matched at IoU >= 0.9); a path that fails is reported and not timed.
+Models run with seeded random weights unless --checkpoint gives trained ones (their slices are then of the
+sequence and size the model was trained on).
 Results go to the MLflow experiment "benchmarks" (--no-mlflow to skip). Details: docs/benchmarks.md.
 """
 
@@ -34,7 +37,10 @@ def add_bench(commands) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--model", action="append", dest="models", metavar="NAME",
-                        help="registry name (repeatable; default: wu2020 and fasterrcnn_vgg16)")  # fmt: skip
+                        help="registry name, seeded random weights (repeatable; default: wu2020 and "
+                        "fasterrcnn_vgg16 unless --checkpoint is given)")  # fmt: skip
+    parser.add_argument("--checkpoint", action="append", dest="checkpoints", default=[], type=Path, metavar="PT",
+                        help="a trained model to time, e.g. runs/NAME/checkpoints/best.pt (repeatable)")  # fmt: skip
     parser.add_argument("--scenario", choices=("single-stream", "offline"), default="single-stream")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
     parser.add_argument("--dtype", choices=("fp32", "bf16", "fp16"), default="fp32",
@@ -45,11 +51,20 @@ def add_bench(commands) -> None:
     parser.add_argument("--channels-last", action="store_true", help="channels_last weights and inputs")
     parser.add_argument("--compile", action="store_true",
                         help="torch.compile the classifier / the detector's backbone at a fixed size")  # fmt: skip
+    parser.add_argument("--uint8", action="store_true",
+                        help="copy images to the device as uint8 (quantised per image on the host, restored to "
+                        "float32 on the device)")  # fmt: skip
+    parser.add_argument("--cuda-graphs", action="store_true",
+                        help="replay the classifier as CUDA graphs (CUDA, classifiers only)")  # fmt: skip
     parser.add_argument("--path", action="append", dest="paths", default=[], metavar="PATH",
                         help="another path to time in the same run (repeatable): DTYPE[@box_head][+channels_last]"
-                        "[+compile], e.g. --path bf16 --path fp32+channels_last --path bf16@box_head")  # fmt: skip
+                        "[+compile][+uint8][+cuda_graphs], e.g. --path bf16 --path fp32+channels_last --path "
+                        "bf16@box_head")  # fmt: skip
     parser.add_argument("--queries", type=int, default=32,
                         help="single-stream queries, or images per batch size in offline (default: 32)")  # fmt: skip
+    parser.add_argument("--interleave", action="store_true",
+                        help="single-stream: the paths take turns query by query, so that on a shared machine "
+                        "every path sees the same load (compare their ratios, not absolute times)")  # fmt: skip
     parser.add_argument("--batch-sizes", default="1,4,16", help="offline batch sizes tried (default: 1,4,16)")
     parser.add_argument("--size", type=int, default=None, help="detector input side in pixels (default: 256)")
     parser.add_argument("--case-slices", type=int, default=100,
@@ -71,6 +86,7 @@ def bench_command(args: argparse.Namespace) -> int:
     from harness.bench_report import log_results, print_results
     from harness.bench_run import bench_model, device_name, overhead_summary
     from harness.inference import InferenceOptions, parse_paths
+    from harness.sweep_view import wide_when_piped
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -80,16 +96,24 @@ def bench_command(args: argparse.Namespace) -> int:
         raise ValueError("--queries must be >= 1 and --case-slices between 1 and 100")
     batch_sizes = [int(b) for b in args.batch_sizes.split(",") if b.strip()]
     fast = InferenceOptions(device=args.device, dtype=args.dtype, channels_last=args.channels_last,
-                            compile=args.compile, amp_scope=args.amp_scope)  # fmt: skip
-    paths = [fast] + [replace(parse_paths(text), device=args.device) for text in args.paths]
+                            compile=args.compile, amp_scope=args.amp_scope, uint8=args.uint8,
+                            cuda_graphs=args.cuda_graphs)  # fmt: skip
+    paths = [fast] + [parse_paths(text, device=args.device) for text in args.paths]
     console = Console()
-    models = args.models or ["wu2020", "fasterrcnn_vgg16"]
+    wide_when_piped(console)  # the tables have 12 columns
+    from harness.bench_weights import checkpoint_model
+
+    trained = [checkpoint_model(path, image_size=args.size) for path in args.checkpoints]
+    default_models = [] if trained else ["wu2020", "fasterrcnn_vgg16"]
+    runs = [(name, None) for name in args.models or default_models] + [(w.name, w) for w in trained]
     results = []
-    for name in models:
-        with console.status(f"benchmarking {name} ({args.scenario}, {fast.label})"):
+    for name, weights in runs:
+        what = name if weights is None else f"{name} from {weights.source}"
+        with console.status(f"benchmarking {what} ({args.scenario}, {fast.label})"):
             results += bench_model(name, paths, scenario=args.scenario, queries=args.queries,
                                    batch_sizes=batch_sizes, image_size=args.size, case_slices=args.case_slices,
-                                   peak_override=args.peak_tflops)  # fmt: skip
+                                   peak_override=args.peak_tflops, weights=weights,
+                                   interleave=args.interleave)  # fmt: skip
     from harness.bench import load_samples
 
     overhead = overhead_summary(load_samples("classification", image_size=64))

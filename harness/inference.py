@@ -12,32 +12,32 @@ from `harness.models` and runs it under ``torch.inference_mode``:
   box decoding, NMS and RoIAlign stay eager fp32. Decoding boxes in bf16 would quantise coordinates to 1-2 px at
   256 px (8 mantissa bits), and whole torchvision detectors do not compile (data-dependent shapes, NMS).
 
-`check_equal` compares a fast path's outputs with fp32 eager outputs on the same images: classifier probabilities
-within `PROBABILITY_TOLERANCE` (absolute), detector detections above `SCORE_THRESHOLD` matched one to one (same
-label, IoU >= `MIN_IOU`, score within the same tolerance), ignoring detections within `SCORE_MARGIN` of the
-threshold, which may fall on either side of it in reduced precision.
+- on any model: ``uint8`` host-to-device transfer (`Uint8Images`: quantised per image on the host, restored to
+  float32 on the device) and, for classifiers on CUDA, ``cuda_graphs`` (`CudaGraphs`: the forward replayed as one
+  graph per input shape).
+
+A fast path is trusted only when its outputs equal fp32 eager outputs on the same images (`verify_fast_path`,
+`harness.equality.check_equal`). Weights for timing without training: `harness.bench_weights`.
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
 import torch.nn as nn
-from torchvision.ops import box_iou
 
-from harness.models import create_model, model_task
+from harness.models import model_task
+
+from .equality import EqualityReport, check_equal
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 AMP_SCOPES = ("all", "box_head")
-# Stated tolerances of the equality check (absolute, on probabilities / scores in [0, 1]).
-PROBABILITY_TOLERANCE = {"fp32": 1e-4, "bf16": 0.03, "fp16": 0.01}
-SCORE_THRESHOLD = 0.5
-SCORE_MARGIN = 0.05
-MIN_IOU = 0.9
+
+
+FLAGS = ("channels_last", "compile", "uint8", "cuda_graphs")  # path parts after the dtype, in label order
 
 
 @dataclass(frozen=True)
@@ -53,6 +53,10 @@ class InferenceOptions:
         amp_scope: where a detector runs in ``dtype``: ``"all"`` (backbone, RPN head, box head) or ``"box_head"``
             (the box head's fully connected layers only: the backbone and RPN stay fp32, so the proposals are
             eager fp32's; the box head is most of a VGG16 detector's work). Classifiers ignore it.
+        uint8: images cross to the device as uint8 (quantised per image on the host by `Predictor.prepare`, a
+            quarter of float32's bytes) and are restored to float32 on the device (`Uint8Images`).
+        cuda_graphs: replay the classifier's forward as a CUDA graph captured once per input shape (CUDA,
+            classifiers only; not with ``compile``, whose ``mode="reduce-overhead"`` does the same).
     """
 
     device: str = "cpu"
@@ -61,6 +65,8 @@ class InferenceOptions:
     compile: bool = False
     batch: int = 1
     amp_scope: str = "all"
+    uint8: bool = False
+    cuda_graphs: bool = False
 
     def __post_init__(self) -> None:
         if self.dtype not in DTYPES:
@@ -73,39 +79,81 @@ class InferenceOptions:
             raise ValueError(f"batch must be >= 1, got {self.batch}")
         if self.amp_scope not in AMP_SCOPES:
             raise ValueError(f"amp_scope must be one of {AMP_SCOPES}, got {self.amp_scope!r}")
+        if self.cuda_graphs and not self.device.startswith("cuda"):
+            raise ValueError("cuda_graphs is a GPU path: use it with device 'cuda'")
+        if self.cuda_graphs and self.compile:
+            raise ValueError("cuda_graphs and compile together: choose one (compile's reduce-overhead mode also "
+                             "uses CUDA graphs)")  # fmt: skip
 
     @property
     def is_eager_fp32(self) -> bool:
-        """True for the reference path (fp32, contiguous, not compiled), whatever the batch."""
-        return self.dtype == "fp32" and not self.channels_last and not self.compile
+        """True for the reference path (fp32, contiguous, float32 input, no compile or graphs), whatever the batch."""
+        return self.dtype == "fp32" and not any(getattr(self, flag) for flag in FLAGS)
 
     @property
     def label(self) -> str:
         """Short name of the path: ``eager-fp32``, ``bf16+channels_last+compile``, ``bf16@box_head``..."""
         scope = f"@{self.amp_scope}" if self.dtype != "fp32" and self.amp_scope != "all" else ""
-        parts = [self.dtype + scope] + ["channels_last"] * self.channels_last + ["compile"] * self.compile
+        parts = [self.dtype + scope] + [flag for flag in FLAGS if getattr(self, flag)]
         return "eager-fp32" if self.is_eager_fp32 else "+".join(parts)
 
     def baseline(self) -> InferenceOptions:
         """The fp32 eager path on the same device and batch: what this path is checked and timed against."""
-        return replace(self, dtype="fp32", channels_last=False, compile=False, amp_scope="all")
+        return replace(self, dtype="fp32", amp_scope="all", **dict.fromkeys(FLAGS, False))
 
 
-def parse_paths(text: str) -> InferenceOptions:
-    """Options from a path label (``eager-fp32``, ``bf16``, ``bf16@box_head+compile``, ``fp32+channels_last``...)."""
+def parse_paths(text: str, device: str = "cpu") -> InferenceOptions:
+    """Options on ``device`` from a path label (``eager-fp32``, ``bf16``, ``bf16@box_head+compile``,
+    ``fp32+channels_last``, ``bf16+cuda_graphs``...)."""
     if text == "eager-fp32":
-        return InferenceOptions()
+        return InferenceOptions(device=device)
     parts = text.split("+")
     dtype, _, scope = parts[0].partition("@")
     has_dtype = dtype in DTYPES
     flags = set(parts[1:] if has_dtype else parts)
-    unknown = flags - {"channels_last", "compile"}
+    unknown = flags - set(FLAGS)
     if unknown:
         raise ValueError(
-            f"unknown path part(s) {sorted(unknown)} in {text!r}: use DTYPE[@box_head][+channels_last][+compile]"
+            f"unknown path part(s) {sorted(unknown)} in {text!r}: use DTYPE[@box_head] followed by any of "
+            + "".join(f"[+{flag}]" for flag in FLAGS)
         )
-    return InferenceOptions(dtype=dtype if has_dtype else "fp32", channels_last="channels_last" in flags,
-                            compile="compile" in flags, amp_scope=scope or "all")  # fmt: skip
+    return InferenceOptions(device=device, dtype=dtype if has_dtype else "fp32", amp_scope=scope or "all",
+                            **{flag: flag in flags for flag in FLAGS})  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Uint8Images:
+    """An image batch quantised for a uint8 host-to-device copy: ``pixels`` (B, C, H, W) uint8 and, per image,
+    the affine map back to float32, ``image = pixels * scale + offset`` (one quantisation step: (max - min) / 255
+    of the image, so at most half a step is lost; the equality check decides whether that matters)."""
+
+    pixels: torch.Tensor
+    scale: torch.Tensor  # (B,) float32
+    offset: torch.Tensor  # (B,) float32
+
+    @classmethod
+    def quantise(cls, images: torch.Tensor) -> Uint8Images:
+        """Quantise a float batch (B, C, H, W), each image over its own min..max."""
+        flat = images.flatten(1)
+        low, high = flat.amin(dim=1), flat.amax(dim=1)
+        scale = ((high - low) / 255.0).clamp_min(torch.finfo(torch.float32).tiny)
+        steps = (images - low.view(-1, 1, 1, 1)) / scale.view(-1, 1, 1, 1)
+        return cls(steps.round_().clamp_(0, 255).to(torch.uint8), scale.float(), low.float())
+
+    def pin_memory(self) -> Uint8Images:
+        """The same batch in page-locked host memory (CUDA only), so that a non-blocking copy is asynchronous."""
+        return Uint8Images(self.pixels.pin_memory(), self.scale.pin_memory(), self.offset.pin_memory())
+
+    def to_float(self, device: torch.device) -> torch.Tensor:
+        """Copy the uint8 pixels to ``device`` and restore float32 there."""
+        pixels = self.pixels.to(device, non_blocking=True)
+        scale = self.scale.to(device, non_blocking=True).view(-1, 1, 1, 1)
+        offset = self.offset.to(device, non_blocking=True).view(-1, 1, 1, 1)
+        return torch.addcmul(offset, pixels.float(), scale)
+
+    @property
+    def shape(self) -> torch.Size:
+        return self.pixels.shape
 
 
 def _to_float32(value: Any) -> Any:
@@ -173,9 +221,10 @@ class FastPart(nn.Module):
 class Predictor:
     """A registry model prepared for one inference path.
 
-    Call it with a float32 image batch (B, 3, H, W) on the host (and, for ``wu2020_hybrid``, the clinical variables):
-    classifiers return the positive-class probability (B,), detectors torchvision's list of ``{"boxes", "labels",
-    "scores"}``, all float32 on the host (so a call includes the device-to-host copy and, on CUDA, its sync).
+    Call it with a float32 image batch (B, 3, H, W) on the host, or what `prepare` made of one (and, for
+    ``wu2020_hybrid``, the clinical variables): classifiers return the positive-class probability (B,), detectors
+    torchvision's list of ``{"boxes", "labels", "scores"}``, all float32 on the host (so a call includes the
+    device-to-host copy and, on CUDA, its sync).
 
     Args:
         model: a model from ``create_model`` (its weights are copied, not changed).
@@ -186,6 +235,9 @@ class Predictor:
         self.options = options
         self.name = getattr(model, "registry_name", type(model).__name__)
         self.task = model_task(self.name) if hasattr(model, "registry_name") else _guess_task(model)
+        if options.cuda_graphs and self.task != "classification":
+            raise ValueError(f"cuda_graphs: classifiers only ({self.name} is a detector: its shapes depend on the "
+                             "data, so it cannot be captured as one graph)")  # fmt: skip
         self.device = torch.device(options.device)
         self.hybrid = self.task == "classification" and getattr(model, "clinical_features", None) is not None
         model = copy.deepcopy(model).eval().to(self.device)
@@ -198,6 +250,7 @@ class Predictor:
             self._forward = self.model
         else:
             self._forward = torch.compile(self.model, dynamic=False) if options.compile else self.model
+            self._classify = CudaGraphs(self._probabilities) if options.cuda_graphs else self._probabilities
 
     def _prepare_detector(self) -> None:
         m, o, device_type = self.model, self.options, self.device.type
@@ -216,152 +269,87 @@ class Predictor:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
 
+    def prepare(self, images: torch.Tensor) -> torch.Tensor | Uint8Images:
+        """The host side of a call, as a data loader's workers would hand it over: quantised to uint8 on the uint8
+        path, in pinned memory on CUDA (so that the copy to the device is asynchronous)."""
+        batch = Uint8Images.quantise(images) if self.options.uint8 else images
+        return batch.pin_memory() if self.device.type == "cuda" else batch
+
+    def _to_device(self, images: torch.Tensor | Uint8Images) -> torch.Tensor:
+        if self.options.uint8 and isinstance(images, torch.Tensor):
+            images = Uint8Images.quantise(images)  # not prepared beforehand: quantise now (and pay for it)
+        if isinstance(images, Uint8Images):
+            return images.to_float(self.device)
+        return images.to(self.device, non_blocking=True)
+
     @torch.inference_mode()
-    def __call__(self, images: torch.Tensor, clinical: torch.Tensor | None = None) -> Any:
-        images = images.to(self.device, non_blocking=True)
+    def __call__(self, images: torch.Tensor | Uint8Images, clinical: torch.Tensor | None = None) -> Any:
+        images = self._to_device(images)
         if self.task == "detection":
             outputs = self._forward(list(images))
             return [{k: _to_float32(v).cpu() for k, v in out.items()} for out in outputs]
         if self.options.channels_last:
             images = _channels_last(images)
-        with torch.autocast(self.device.type, dtype=self._dtype or torch.float32, enabled=self._dtype is not None):
-            if self.hybrid:
-                if clinical is None:
-                    clinical = torch.zeros(images.shape[0], self.model.clinical_features)
-                logits = self._forward(images, clinical.to(self.device, torch.float32))
-            else:
-                logits = self._forward(images)
-        return logits.float().softmax(dim=1)[:, -1].cpu()
+        if self.hybrid:
+            if clinical is None:
+                clinical = torch.zeros(images.shape[0], self.model.clinical_features)
+            clinical = clinical.to(self.device, torch.float32, non_blocking=True)
+        return self._classify(images, clinical if self.hybrid else None).cpu()
+
+    def _probabilities(self, images: torch.Tensor, clinical: torch.Tensor | None) -> torch.Tensor:
+        # No autocast weight cache under CUDA graph capture: cached casts would be freed after the capture.
+        cache = not self.options.cuda_graphs
+        with torch.autocast(self.device.type, dtype=self._dtype or torch.float32, enabled=self._dtype is not None,
+                            cache_enabled=cache):  # fmt: skip
+            logits = self._forward(images) if clinical is None else self._forward(images, clinical)
+        return logits.float().softmax(dim=1)[:, -1]
+
+
+class CudaGraphs:
+    """A classifier's forward replayed as CUDA graphs, one captured per input shape.
+
+    Each call copies its inputs into the graph's static input tensors and replays the graph, which launches every
+    kernel of the forward at once instead of one by one from Python: at batch 1 a small classifier spends more
+    time in launches than in compute. The returned tensor is the graph's static output, overwritten by the next
+    call (`Predictor` copies it to the host first).
+
+    Args:
+        forward: device tensors (images, clinical or None) to device probabilities; the same kernels every call.
+        warmup: eager calls on a side stream before the capture (cuDNN picks its algorithms, allocations settle).
+    """
+
+    def __init__(self, forward, warmup: int = 3):
+        self.forward, self.warmup = forward, warmup
+        self.graphs: dict[tuple, tuple] = {}
+
+    def __call__(self, images: torch.Tensor, clinical: torch.Tensor | None) -> torch.Tensor:
+        key = (tuple(images.shape), images.stride(), None if clinical is None else tuple(clinical.shape))
+        if key not in self.graphs:
+            self.graphs[key] = self._capture(images, clinical)
+        graph, static_images, static_clinical, static_out = self.graphs[key]
+        static_images.copy_(images)
+        if clinical is not None:
+            static_clinical.copy_(clinical)
+        graph.replay()
+        return static_out
+
+    def _capture(self, images: torch.Tensor, clinical: torch.Tensor | None) -> tuple:
+        static_images = images.clone()
+        static_clinical = None if clinical is None else clinical.clone()
+        side = torch.cuda.Stream(images.device)
+        side.wait_stream(torch.cuda.current_stream(images.device))
+        with torch.cuda.stream(side):
+            for _ in range(self.warmup):
+                self.forward(static_images, static_clinical)
+        torch.cuda.current_stream(images.device).wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            static_out = self.forward(static_images, static_clinical)
+        return graph, static_images, static_clinical, static_out
 
 
 def _guess_task(model: nn.Module) -> str:
     return "detection" if hasattr(model, "roi_heads") else "classification"
-
-
-def benchmark_model(name: str, *, image_size: int | None = None, seed: int = 0, **kwargs: Any) -> nn.Module:
-    """A registry model with seeded random weights, ready to benchmark.
-
-    Detectors get ``min_size = max_size = image_size`` (a fixed input size) when given. No trained weights are
-    needed to time a model, but a random detector scores every box alike (about 1 / num_classes), so which boxes
-    survive the top-k cut is decided by rounding and no comparison of detections means anything. Its classification
-    layer is therefore redrawn (`spread_detector_scores`) so that scores spread over (0, 1) as a trained model's do.
-    """
-    torch.manual_seed(seed)
-    if model_task(name) == "detection" and image_size is not None:
-        kwargs = {"min_size": image_size, "max_size": image_size, **kwargs}
-    return create_model(name, **kwargs).eval()
-
-
-@torch.inference_mode()
-def spread_detector_scores(model: nn.Module, images: torch.Tensor, logit_std: float = 3.0, seed: int = 0) -> None:
-    """Redraw a detector's RPN objectness and class logits layers so that, on ``images``, their logits have
-    standard deviation about ``logit_std`` (a random detector's are near 0: every box ties with every other).
-
-    Args:
-        model: a torchvision Faster R-CNN (changed in place).
-        images: a few representative images (B, 3, H, W).
-        logit_std: target spread of the class logits (3 gives well separated scores, few ties).
-        seed: the draw.
-    """
-    generator = torch.Generator().manual_seed(seed)
-    # The RPN's objectness first (its inputs do not depend on it), then the box classifier on the new proposals.
-    for part, layer in ((model.rpn.head.conv, model.rpn.head.cls_logits),
-                        (model.roi_heads.box_head, model.roi_heads.box_predictor.cls_score)):  # fmt: skip
-        inputs: list[torch.Tensor] = []
-        hook = part.register_forward_hook(lambda _m, _i, out, inputs=inputs: inputs.append(out))
-        try:
-            model.eval()(list(images))
-        finally:
-            hook.remove()
-        if layer is model.rpn.head.cls_logits:  # conv over every level: weight (A, C, 1, 1) on (C,) feature vectors
-            vectors = torch.cat([level.permute(0, 2, 3, 1).reshape(-1, level.shape[1]) for level in inputs])
-        else:
-            vectors = inputs[0].flatten(1)
-        rms = vectors.norm(dim=1).pow(2).mean().sqrt().clamp_min(1e-12)
-        layer.weight.copy_(torch.randn(layer.weight.shape, generator=generator) * (logit_std / rms))
-        layer.bias.zero_()
-
-
-@dataclass
-class EqualityReport:
-    """Result of `check_equal`: ``ok``, a one-line ``detail``, and the numbers behind it."""
-
-    ok: bool
-    detail: str
-    compared: int = 0
-    max_diff: float = 0.0
-    stats: dict[str, float] = field(default_factory=dict)
-
-
-def check_classifier(reference: torch.Tensor, output: torch.Tensor, tolerance: float) -> EqualityReport:
-    """Probabilities equal within ``tolerance`` (absolute), element by element."""
-    if reference.shape != output.shape:
-        return EqualityReport(False, f"shape {tuple(output.shape)} != reference {tuple(reference.shape)}")
-    diff = float((reference.float() - output.float()).abs().max()) if reference.numel() else 0.0
-    ok = diff <= tolerance
-    detail = f"max |dp| {diff:.2e} {'<=' if ok else '>'} {tolerance:g} over {reference.numel()} probabilities"
-    return EqualityReport(ok, detail, compared=reference.numel(), max_diff=diff)
-
-
-def _confident(det: dict[str, torch.Tensor], threshold: float) -> torch.Tensor:
-    return det["scores"] >= threshold
-
-
-def check_detections(
-    reference: Sequence[dict[str, torch.Tensor]],
-    output: Sequence[dict[str, torch.Tensor]],
-    *,
-    score_tolerance: float,
-    threshold: float = SCORE_THRESHOLD,
-    margin: float = SCORE_MARGIN,
-    min_iou: float = MIN_IOU,
-) -> EqualityReport:
-    """The same detections above ``threshold`` in both, matched one to one (same label, IoU >= ``min_iou``, scores
-    within ``score_tolerance``). A detection scoring within ``margin`` of the threshold need not be matched."""
-    if len(reference) != len(output):
-        return EqualityReport(False, f"{len(output)} images of detections != reference {len(reference)}")
-    compared, worst_iou, worst_score = 0, 1.0, 0.0
-    for i, (ref, out) in enumerate(zip(reference, output, strict=True)):
-        for a, b, side in ((ref, out, "reference"), (out, ref, "fast path")):
-            must = torch.nonzero(_confident(a, threshold + margin)).flatten()
-            candidates = torch.nonzero(_confident(b, threshold - margin)).flatten()
-            iou = box_iou(a["boxes"][must], b["boxes"][candidates]) if len(candidates) else None
-            used: set[int] = set()
-            for row, det in enumerate(must.tolist()):
-                best, best_iou = None, 0.0
-                for col, other in enumerate(candidates.tolist()):
-                    if col in used or b["labels"][other] != a["labels"][det]:
-                        continue
-                    value = float(iou[row, col])
-                    if value > best_iou:
-                        best, best_iou = col, value
-                if best is None or best_iou < min_iou:
-                    box = [round(v, 1) for v in a["boxes"][det].tolist()]
-                    return EqualityReport(
-                        False,
-                        f"image {i}: {side} detection {box} label {int(a['labels'][det])} score "
-                        f"{float(a['scores'][det]):.3f} has no match (best IoU {best_iou:.2f} < {min_iou})",
-                    )
-                used.add(best)
-                score_diff = abs(float(a["scores"][det]) - float(b["scores"][candidates[best]]))
-                if score_diff > score_tolerance:
-                    return EqualityReport(
-                        False, f"image {i}: matched scores differ by {score_diff:.3f} > {score_tolerance:g}"
-                    )
-                compared += side == "reference"
-                worst_iou, worst_score = min(worst_iou, best_iou), max(worst_score, score_diff)
-    if compared == 0:
-        return EqualityReport(False, f"vacuous: no reference detection scores >= {threshold + margin:g}")
-    detail = f"{compared} detections >= {threshold:g} matched (min IoU {worst_iou:.3f}, max |dscore| {worst_score:.3f})"
-    return EqualityReport(True, detail, compared=compared, max_diff=worst_score, stats={"min_iou": worst_iou})
-
-
-def check_equal(reference: Any, output: Any, task: str, dtype: str) -> EqualityReport:
-    """`check_classifier` or `check_detections` with the tolerance stated for ``dtype``."""
-    tolerance = PROBABILITY_TOLERANCE[dtype]
-    if task == "classification":
-        return check_classifier(reference, output, tolerance)
-    return check_detections(reference, output, score_tolerance=max(tolerance, 1e-3))
 
 
 def verify_fast_path(

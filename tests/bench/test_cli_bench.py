@@ -67,3 +67,51 @@ def test_bench_refuses_cuda_without_a_gpu(capsys):
         pytest.skip("a GPU is present")
     assert main(["bench", "--device", "cuda", "--no-mlflow"]) == 2
     assert "no CUDA device" in capsys.readouterr().err
+
+
+def _silent_detector_checkpoint(path):
+    """A detector checkpoint whose box classifier always says background: no detection scores above 0.5."""
+    import torch
+
+    from harness.bench_weights import benchmark_model
+    from harness.train.checkpoint import save_checkpoint
+
+    model = benchmark_model("fasterrcnn_mobilenet_v3_fpn", image_size=64)
+    with torch.no_grad():
+        model.roi_heads.box_predictor.cls_score.weight.zero_()
+        model.roi_heads.box_predictor.cls_score.bias.copy_(torch.tensor([20.0] + [0.0] * 5))
+    config = {"model": "fasterrcnn_mobilenet_v3_fpn", "data": {"sequence": "DWI", "image_size": 64}}
+    return save_checkpoint(path, model=model, config=config)
+
+
+def test_bench_times_a_checkpoint_with_its_weights_and_inputs(tmp_path):
+    out = tmp_path / "out.json"
+    checkpoint = _silent_detector_checkpoint(tmp_path / "best.pt")
+    argv = ["bench", "--checkpoint", str(checkpoint), "--channels-last", "--queries", "2", "--case-slices", "1",
+            "--threads", "1", "--no-mlflow", "--json", str(out)]  # fmt: skip
+    assert main(argv) == 0
+    reference, fast = json.loads(out.read_text())["results"]
+    assert reference["model"] == "fasterrcnn_mobilenet_v3_fpn" and reference["weights"] == str(checkpoint)
+    assert reference["inputs"] == "DWI 64x64 px"  # the slices the model was trained on
+    assert reference["p50_ms"] > 0
+    # Its weights are the checkpoint's, not seeded random ones (which score many detections above 0.5 here, see
+    # test_bench_writes_json_per_model): nothing to compare, so the fast path is not trusted.
+    assert not fast["equal"] and "vacuous" in fast["equality"] and fast["p50_ms"] is None
+
+
+def test_bench_names_a_missing_checkpoint(tmp_path, capsys):
+    assert main(["bench", "--checkpoint", str(tmp_path / "nope.pt"), "--no-mlflow"]) == 2
+    assert "nope.pt" in capsys.readouterr().err
+
+
+def test_bench_interleaves_paths_query_by_query(tmp_path):
+    out = tmp_path / "out.json"
+    argv = ["bench", "--model", "wu2020", "--path", "fp32+channels_last", "--path", "fp32+uint8", "--interleave",
+            "--queries", "5", "--case-slices", "2", "--threads", "1", "--no-mlflow", "--json", str(out)]  # fmt: skip
+    assert main(argv) == 0
+    results = json.loads(out.read_text())["results"]
+    assert [r["path"] for r in results] == ["eager-fp32", "fp32+channels_last", "fp32+uint8"]
+    for record in results:
+        assert record["equal"], record["equality"]
+        assert record["queries"] == 5 and 0 < record["p50_ms"] <= record["p99_ms"]
+    assert results[2]["uint8"] and "max |dp|" in results[2]["equality"]

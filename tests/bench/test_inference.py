@@ -4,16 +4,9 @@ import pytest
 import torch
 
 import harness.inference as inference
-from harness.inference import (
-    InferenceOptions,
-    Predictor,
-    benchmark_model,
-    check_classifier,
-    check_detections,
-    parse_paths,
-    spread_detector_scores,
-    verify_fast_path,
-)
+from harness.bench_weights import benchmark_model, spread_detector_scores
+from harness.equality import check_classifier, check_detections
+from harness.inference import InferenceOptions, Predictor, Uint8Images, parse_paths, verify_fast_path
 
 
 def _images(n: int, size: int) -> torch.Tensor:
@@ -148,3 +141,66 @@ def test_check_classifier_tolerance():
     assert check_classifier(torch.tensor([0.5, 0.2]), torch.tensor([0.51, 0.2]), 0.03).ok
     assert not check_classifier(torch.tensor([0.5, 0.2]), torch.tensor([0.6, 0.2]), 0.03).ok
     assert not check_classifier(torch.tensor([0.5, 0.2]), torch.tensor([0.5]), 0.03).ok
+
+
+def test_uint8_quantisation_loses_at_most_half_a_step_per_image():
+    images = torch.cat([_images(2, 32), 5.0 * _images(1, 32) - 3.0, torch.full((1, 3, 32, 32), 0.7)])
+    batch = Uint8Images.quantise(images)
+    assert batch.pixels.dtype == torch.uint8 and batch.pixels.shape == images.shape
+    assert batch.pixels.element_size() * 4 == images.element_size()  # a quarter of the bytes cross to the device
+    restored = batch.to_float(torch.device("cpu"))
+    assert restored.dtype == torch.float32
+    step = (images.flatten(1).amax(1) - images.flatten(1).amin(1)) / 255
+    error = (restored - images).abs().flatten(1).amax(1)
+    assert torch.all(error <= step / 2 + 1e-5), (error, step)  # each image over its own range
+    assert torch.equal(restored[3], images[3])  # a constant image comes back exactly (no division by zero)
+
+
+def test_uint8_path_equals_eager_and_a_wrong_restore_is_caught(classifier, monkeypatch):
+    options = InferenceOptions(uint8=True)
+    predictor = Predictor(classifier, options)
+    assert isinstance(predictor.prepare(_images(2, 64)), Uint8Images)
+    images = _images(4, 64)
+    report = verify_fast_path(classifier, options, images)
+    assert report.ok and report.max_diff > 0, report.detail  # quantised inputs: close, not identical
+    prepared = predictor.prepare(images)  # handed over beforehand (as a loader would) or quantised in the call
+    assert torch.equal(predictor(prepared), predictor(images))
+    monkeypatch.setattr(Uint8Images, "to_float", lambda self, device: self.pixels.to(device).float() * self.scale[0])
+    assert not verify_fast_path(classifier, options, images).ok  # offsets dropped: the check notices
+
+
+def test_new_flags_parse_label_and_reset_to_the_baseline():
+    options = parse_paths("bf16+channels_last+uint8+cuda_graphs", device="cuda")
+    assert options.uint8 and options.cuda_graphs and options.dtype == "bf16"
+    assert options.label == "bf16+channels_last+uint8+cuda_graphs"
+    assert parse_paths("fp32+uint8").label == "fp32+uint8" and not parse_paths("fp32+uint8").is_eager_fp32
+    cuda = InferenceOptions(device="cuda", dtype="bf16", uint8=True, cuda_graphs=True)
+    assert cuda.baseline() == InferenceOptions(device="cuda")
+    with pytest.raises(ValueError, match="unknown path part"):
+        parse_paths("bf16+graphs")
+
+
+def test_cuda_graphs_refused_where_they_cannot_work(detector):
+    with pytest.raises(ValueError, match="GPU path"):
+        InferenceOptions(cuda_graphs=True)  # device cpu
+    with pytest.raises(ValueError, match="choose one"):
+        InferenceOptions(device="cuda", cuda_graphs=True, compile=True)
+    with pytest.raises(ValueError, match="classifiers only"):
+        Predictor(detector, InferenceOptions(device="cuda", cuda_graphs=True))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
+@pytest.mark.parametrize("name", ["wu2020", "wu2020_hybrid"])
+def test_cuda_graphs_equal_eager_on_every_batch_size(name):
+    model = benchmark_model(name)
+    for dtype in ("fp32", "bf16"):
+        options = InferenceOptions(device="cuda", dtype=dtype, cuda_graphs=True, channels_last=dtype == "bf16")
+        predictor = Predictor(model, options)
+        reference = Predictor(model, options.baseline())
+        for batch in (1, 4, 1):  # a second batch size is a second graph; the first is replayed again
+            images, clinical = _images(batch, 64), torch.ones(batch, 1)
+            report = verify_fast_path(model, options, images, clinical)
+            assert report.ok, report.detail
+            expected = reference(images, clinical)
+            assert torch.allclose(predictor(images, clinical), expected, atol=0.03)
+        assert len(predictor._classify.graphs) == 2

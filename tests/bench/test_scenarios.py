@@ -36,9 +36,15 @@ class FakeBackend:
         self.clock, self.fixed, self.per_image, self.costs = clock, fixed, per_image, list(costs or [])
         self.seen: list[int] = []
         self.synced = 0
+        self.prepare_cost, self.prepared = 0.0, 0
 
     def load(self, samples) -> None:
         pass
+
+    def prepare(self, images):
+        self.clock.now += self.prepare_cost  # a loader's work: must happen before the clock starts
+        self.prepared += 1
+        return images
 
     def predict(self, images, clinical):
         self.seen.append(images.shape[0])
@@ -61,9 +67,10 @@ def test_single_stream_percentiles_match_numpy(samples):
     costs = [0.010 * (q + 1) for q in range(100)]  # 10 ms, 20 ms ... 1000 ms
     # Two warm-up queries come first and are not timed: give them their own (huge) cost.
     backend = FakeBackend(clock, costs=[99.0, 99.0, *costs])
+    backend.prepare_cost = 7.0  # the hand-over (pinning, uint8 quantisation) is not part of a query's latency
     result = single_stream(backend, samples, queries=100, warmup=2, clock=clock)
     summary = result.summary()
-    assert backend.seen == [1] * 102
+    assert backend.seen == [1] * 102 and backend.prepared == 100
     assert summary["queries"] == 100 and summary["batch"] == 1
     for q in (50, 90, 99):
         assert summary[f"p{q}_ms"] == pytest.approx(1e3 * np.percentile(costs, q))
