@@ -14,7 +14,9 @@ import torch
 
 from harness.bench import CASE_SLICES, CLASSIFIER_SIZE
 from harness.bench_e2e import end_to_end_case
-from harness.inference import InferenceOptions, Predictor, benchmark_model, check_equal, spread_detector_scores
+from harness.bench_weights import benchmark_model, spread_detector_scores
+from harness.equality import check_equal
+from harness.inference import InferenceOptions, Predictor
 from harness.models import list_models, model_task
 
 from .conftest import fast_path
@@ -103,16 +105,20 @@ def test_throughput_batched(benchmark, name, path, device, detector_size, sample
     _throughput(benchmark, batch)
 
 
+@pytest.mark.parametrize("workers", [0, 2])
 @pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("name", ["wu2020", "fasterrcnn_vgg16"])
-def test_end_to_end_case(benchmark, name, path, device, detector_size, sample_sets, study):
-    """One T2WI study: DICOM read -> preprocessing -> model (batches of slices) -> post-processing."""
+def test_end_to_end_case(benchmark, name, path, workers, device, detector_size, sample_sets, study):
+    """One T2WI study: DICOM read (``workers`` DataLoader processes, 0: serial) -> preprocessing -> model (batches
+    of slices) -> post-processing."""
     task = model_task(name)
     predictor, _samples, size, options = _predictor(name, path, device, detector_size, sample_sets, 8)
     _info(benchmark, name, options, size, 8, "end-to-end")
     slices = len(study.tumour_boxes) if task == "classification" else len(study.files)
-    result = benchmark.pedantic(end_to_end_case, args=(predictor, study), kwargs={"image_size": size, "batch": 8},
+    result = benchmark.pedantic(end_to_end_case, args=(predictor, study),
+                                kwargs={"image_size": size, "batch": 8, "workers": workers},
                                 rounds=2, warmup_rounds=1, iterations=1)  # fmt: skip
     assert (0.0 <= result <= 1.0) if task == "classification" else len(result) == slices
     benchmark.extra_info["slices"] = slices
+    benchmark.extra_info["workers"] = workers
     _throughput(benchmark, slices)

@@ -24,6 +24,11 @@ class DataError(Exception):
         self.message = message
         super().__init__(f"{self.where}: {message}")
 
+    def __reduce__(self):
+        # Pickled with its two arguments (the default would pass the one formatted string), so that an error raised
+        # in a worker process (a DataLoader's, a process pool's) reaches the parent with its type, where and message.
+        return type(self), (self.where, self.message)
+
 
 class DicomFileError(DataError):
     """One DICOM file cannot be read as an image slice (empty, not DICOM, truncated, no pixel data, no decoder)."""

@@ -4,12 +4,13 @@
 orientation (scouts in three planes share a series on some scanners), one matrix and pixel spacing. It groups the
 frames by b-value (a DWI series holds several b-values at the same positions), sorts each group by position along
 the slice normal (never by InstanceNumber, which scanners number in acquisition order), rejects duplicate positions,
-irregular gaps and stacks sheared in plane, and only then reads the pixels, each file once, rescaled in float.
+irregular gaps and stacks sheared in plane, and only then reads the pixels, each file once, rescaled in float, or
+takes the pixels a caller has already read (e.g. in worker processes that parse headers and pixels in one pass).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,6 +25,8 @@ DUPLICATE_TOLERANCE_MM = 1e-3  # two positions closer than this are the same sli
 GAP_TOLERANCE = 0.1  # a gap may differ from the median gap by 10% of it, or by GAP_TOLERANCE_MM
 GAP_TOLERANCE_MM = 0.1
 SHEAR_TOLERANCE_PIXELS = 0.5  # in-plane offset between slices, in pixels, before the stack counts as sheared
+
+FrameKey = tuple[Path, int | None]  # (SliceHeader.path, SliceHeader.frame): one frame of one file
 
 
 @dataclass
@@ -124,11 +127,52 @@ def _check_stack(stack: list[SliceHeader], b_value: float | None) -> float:
     return (positions[-1] - positions[0]) / (len(stack) - 1)
 
 
-def load_series(headers: Sequence[SliceHeader]) -> dict[float | None, Volume]:
+def _empty_float32(shape: tuple[int, int, int]) -> np.ndarray:
+    return np.empty(shape, dtype=np.float32)
+
+
+def _read_pixels_into(stacks: dict[float | None, list[SliceHeader]], out: dict[float | None, np.ndarray]) -> None:
+    """Read every frame of ``stacks`` from its file into ``out[b][k]``, each file once."""
+    by_path: dict[str, list[tuple[float | None, int, SliceHeader]]] = {}
+    for b, stack in stacks.items():
+        for k, h in enumerate(stack):
+            by_path.setdefault(str(h.path), []).append((b, k, h))
+    for path, frames in by_path.items():
+        ds = read_dicom(Path(path))  # once per file: an enhanced file holds every frame
+        for b, k, h in frames:
+            out[b][k] = read_pixels(h, ds)
+
+
+def _place_pixels_into(
+    stacks: dict[float | None, list[SliceHeader]],
+    out: dict[float | None, np.ndarray],
+    pixels: Mapping[FrameKey, np.ndarray],
+) -> None:
+    """Copy the caller's pre-read frames into ``out[b][k]``; a frame missing or of the wrong shape is an error."""
+    for b, stack in stacks.items():
+        for k, h in enumerate(stack):
+            frame = pixels.get((h.path, h.frame))
+            if frame is None:
+                raise ValueError(f"{_where(h)}: no pre-read pixels were given for this frame")
+            if frame.shape != (h.rows, h.columns):
+                raise ValueError(f"{_where(h)}: pre-read pixels have shape {frame.shape}, not {h.rows}x{h.columns}")
+            out[b][k] = frame
+
+
+def load_series(
+    headers: Sequence[SliceHeader],
+    pixels: Mapping[FrameKey, np.ndarray] | None = None,
+    *,
+    empty: Callable[[tuple[int, int, int]], np.ndarray] = _empty_float32,
+) -> dict[float | None, Volume]:
     """Validate the geometry of one series and read it into one `Volume` per b-value.
 
     Args:
         headers: every frame of one series (from `frames_of`), in any order.
+        pixels: the frames' pixels when the caller has already read them (``read_pixels``' values, float64 or
+            float32), keyed by ``(header.path, header.frame)``; None reads them from the files, each file once.
+        empty: makes each volume's uninitialised float32 pixel array of a given shape (default ``np.empty``); e.g. a
+            view of page-locked memory, so that the volume's copy to a GPU can be asynchronous.
 
     Returns:
         ``{b_value: Volume}``, key None for frames without a b-value (not DWI); each volume sorted by increasing
@@ -138,6 +182,7 @@ def load_series(headers: Sequence[SliceHeader]) -> dict[float | None, Volume]:
         SeriesError: several series, mixed orientation/matrix/pixel spacing, duplicate positions, irregular spacing or
             a sheared stack; ``where`` names the series and a file.
         DicomFileError: a file's pixel data cannot be read.
+        ValueError: ``pixels`` lacks a frame of ``headers``, or holds one of the wrong shape.
     """
     if not headers:
         raise SeriesError("series (no frames)", "no image frames to assemble")
@@ -150,22 +195,17 @@ def load_series(headers: Sequence[SliceHeader]) -> dict[float | None, Volume]:
     spacings = {b: _check_stack(stack, b) for b, stack in stacks.items()}
 
     first = headers[0]
-    rows, cols = first.rows, first.columns
-    pixels = {b: np.empty((len(stack), rows, cols), dtype=np.float32) for b, stack in stacks.items()}
-    by_path: dict[str, list[tuple[float | None, int, SliceHeader]]] = {}
-    for b, stack in stacks.items():
-        for k, h in enumerate(stack):
-            by_path.setdefault(str(h.path), []).append((b, k, h))
-    for path, frames in by_path.items():
-        ds = read_dicom(Path(path))  # once per file: an enhanced file holds every frame
-        for b, k, h in frames:
-            pixels[b][k] = read_pixels(h, ds)
+    volume_pixels = {b: empty((len(stack), first.rows, first.columns)) for b, stack in stacks.items()}
+    if pixels is None:
+        _read_pixels_into(stacks, volume_pixels)
+    else:
+        _place_pixels_into(stacks, volume_pixels, pixels)
 
     row_dir, col_dir = np.asarray(first.orientation[:3]), np.asarray(first.orientation[3:])
     volumes = {}
     for b, stack in stacks.items():
         volumes[b] = Volume(
-            pixels=pixels[b],
+            pixels=volume_pixels[b],
             positions=np.array([h.slice_position for h in stack], dtype=np.float64),
             row_dir=row_dir.copy(),
             col_dir=col_dir.copy(),

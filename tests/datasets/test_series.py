@@ -220,3 +220,42 @@ def test_projections_with_varying_orientation_rejected():
     assert len(headers) == 7 and len({h.series_uid for h in headers}) == 1
     with pytest.raises(SeriesError, match="mixed orientation"):
         load_series(headers)
+
+
+def test_pre_read_pixels_give_the_same_volumes_without_reading(tmp_path, monkeypatch):
+    stored = np.concatenate([default_pixels(3, 4, 4, 0), default_pixels(3, 4, 4, 800)])
+    positions = [(0.0, 0.0, 2.0 * k) for k in (2, 0, 1)] * 2
+    path = write_enhanced(tmp_path / "e.dcm", pixels=stored, positions=positions, slopes=[1.0, 2.0, 3.0] * 2,
+                          b_values=[0] * 3 + [800] * 3)  # fmt: skip
+    headers = headers_of([path])
+    expected = load_series(headers)
+    ds = read_dicom(path)
+    pixels = {(h.path, h.frame): series_module.read_pixels(h, ds) for h in headers}
+    monkeypatch.setattr(series_module, "read_dicom", lambda p: pytest.fail(f"{p} read again"))
+    volumes = load_series(headers, pixels)
+    assert sorted(volumes) == sorted(expected) == [0.0, 800.0]
+    for b, volume in volumes.items():
+        assert volume.pixels.dtype == np.float32
+        np.testing.assert_array_equal(volume.pixels, expected[b].pixels)
+        np.testing.assert_array_equal(volume.positions, expected[b].positions)
+
+
+def test_pre_read_pixels_missing_a_frame_named(tmp_path):
+    paths = series(tmp_path)
+    headers = headers_of(paths)
+    pixels = {(h.path, h.frame): np.zeros((6, 7)) for h in headers if h.path != paths[2]}
+    with pytest.raises(ValueError, match="no pre-read pixels") as info:
+        load_series(headers, pixels)
+    assert str(paths[2]) in str(info.value)
+
+
+def test_volume_pixels_allocated_by_the_given_function(tmp_path):
+    shapes = []
+
+    def empty(shape):
+        shapes.append(shape)
+        return np.full(shape, np.nan, dtype=np.float32)
+
+    volume = single_volume(load_series(headers_of(series(tmp_path)), empty=empty))
+    assert shapes == [(5, 6, 7)]
+    np.testing.assert_array_equal(volume.pixels, default_pixels(5, 6, 7))

@@ -2,7 +2,8 @@
 
 The shipped examples, unchanged, through the real command, on fresh 60-patient synthetic cohorts: the classifier
 reaches a patient-level validation AUC >= 0.85 (centre 3 = 20 patients) and the detector mAP@0.5 >= 0.5; with
-``--signal 0`` the classifier stays within 0.5 +- 0.15. Slow (minutes on 2 cores); CI runs them.
+``--signal 0`` the classifier stays within 0.5 +- 0.15; the trained detector's bf16 inference path gives its
+detections (`harness bench --checkpoint`). Slow (minutes on 2 cores); CI runs them.
 """
 
 import json
@@ -55,3 +56,14 @@ def test_classifier_learns_nothing_without_signal(tmp_path):
 def test_detector_example_learns(cohort, tmp_path):
     metrics = train("train_detector.yaml", cohort, tmp_path)
     assert metrics["val_map50"] >= 0.5, metrics
+    # The trained detector also passes the equality check of bf16 everywhere (backbone, RPN head, box head), which
+    # random weights fail (near-tied proposals): what `harness bench --checkpoint` is for (docs/benchmarks.md).
+    out = tmp_path / "bench.json"
+    bench = [HARNESS, "bench", "--checkpoint", str(tmp_path / "lu2018-dwi" / "checkpoints" / "best.pt"),
+             "--path", "bf16+channels_last", "--queries", "2", "--case-slices", "1", "--threads", "1",
+             "--no-mlflow", "--json", str(out)]  # fmt: skip
+    result = subprocess.run(bench, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    reference, fast = json.loads(out.read_text())["results"]
+    assert reference["inputs"].startswith("DWI") and fast["path"] == "bf16+channels_last"
+    assert fast["equal"] and fast["p50_ms"] > 0, fast["equality"]
