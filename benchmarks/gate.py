@@ -34,8 +34,8 @@ def _paths(device: str, bf16: bool):
 
     classifier = [InferenceOptions(device=device, channels_last=True, batch=16)]
     if bf16:
-        classifier += [InferenceOptions(device=device, dtype="bf16", batch=16),
-                       InferenceOptions(device=device, dtype="bf16", channels_last=True, batch=16)]  # fmt: skip
+        bf16_paths = [{}, {"channels_last": True}, {"channels_last": True, "fuse": True}]
+        classifier += [InferenceOptions(device=device, dtype="bf16", batch=16, **flags) for flags in bf16_paths]
     detector = [InferenceOptions(device=device, channels_last=True)]
     if bf16:
         detector.append(InferenceOptions(device=device, dtype="bf16", amp_scope="box_head"))

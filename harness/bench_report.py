@@ -83,6 +83,7 @@ def log_results(records: Sequence[dict[str, Any]], *, uri: str, scenario: str, d
             "dtype": record["dtype"],
             "channels_last": record["channels_last"],
             "compile": record["compile"],
+            "fuse": record["fuse"],
             "uint8": record["uint8"],
             "cuda_graphs": record["cuda_graphs"],
             "weights": record["weights"],

@@ -73,6 +73,7 @@ class PathResult:
             "dtype": self.options.dtype,
             "channels_last": self.options.channels_last,
             "compile": self.options.compile,
+            "fuse": self.options.fuse,
             "uint8": self.options.uint8,
             "cuda_graphs": self.options.cuda_graphs,
             "weights": self.weights,

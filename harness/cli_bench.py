@@ -13,7 +13,7 @@ examples:
   harness bench --model wu2020 --path bf16 --path fp32+channels_last --path bf16+channels_last   several paths
   harness bench --model fasterrcnn_vgg16 --path bf16@box_head+compile   bf16 box head, compiled fp32 backbone
   harness bench --scenario offline --device cuda --dtype bf16 --size 512              on a GPU, at the paper's size
-  harness bench --checkpoint runs/lu2018-dwi/checkpoints/best.pt --path bf16+channels_last      a trained model
+  harness bench --checkpoint runs/lu2018-dwi/checkpoints/best.pt --path bf16+channels_last+fuse --interleave
   harness bench --model wu2020 --device cuda --path bf16+cuda_graphs --path fp32+uint8        CUDA graphs, uint8 copy
 
 Every path other than eager fp32 is first checked against eager fp32 outputs on the same slices (probabilities
@@ -51,6 +51,9 @@ def add_bench(commands) -> None:
     parser.add_argument("--channels-last", action="store_true", help="channels_last weights and inputs")
     parser.add_argument("--compile", action="store_true",
                         help="torch.compile the classifier / the detector's backbone at a fixed size")  # fmt: skip
+    parser.add_argument("--fuse", action="store_true",
+                        help="fold BatchNorm into the convolution before it (the classifier / the detector's "
+                        "backbone)")  # fmt: skip
     parser.add_argument("--uint8", action="store_true",
                         help="copy images to the device as uint8 (quantised per image on the host, restored to "
                         "float32 on the device)")  # fmt: skip
@@ -58,7 +61,7 @@ def add_bench(commands) -> None:
                         help="replay the classifier as CUDA graphs (CUDA, classifiers only)")  # fmt: skip
     parser.add_argument("--path", action="append", dest="paths", default=[], metavar="PATH",
                         help="another path to time in the same run (repeatable): DTYPE[@box_head][+channels_last]"
-                        "[+compile][+uint8][+cuda_graphs], e.g. --path bf16 --path fp32+channels_last --path "
+                        "[+fuse][+compile][+uint8][+cuda_graphs], e.g. --path bf16 --path fp32+channels_last --path "
                         "bf16@box_head")  # fmt: skip
     parser.add_argument("--queries", type=int, default=32,
                         help="single-stream queries, or images per batch size in offline (default: 32)")  # fmt: skip
@@ -96,7 +99,7 @@ def bench_command(args: argparse.Namespace) -> int:
         raise ValueError("--queries must be >= 1 and --case-slices between 1 and 100")
     batch_sizes = [int(b) for b in args.batch_sizes.split(",") if b.strip()]
     fast = InferenceOptions(device=args.device, dtype=args.dtype, channels_last=args.channels_last,
-                            compile=args.compile, amp_scope=args.amp_scope, uint8=args.uint8,
+                            compile=args.compile, amp_scope=args.amp_scope, fuse=args.fuse, uint8=args.uint8,
                             cuda_graphs=args.cuda_graphs)  # fmt: skip
     paths = [fast] + [parse_paths(text, device=args.device) for text in args.paths]
     console = Console()

@@ -1,12 +1,21 @@
 """Inference paths and their equality checks: correct fast paths pass, deliberately wrong ones are caught."""
 
+import copy
+
 import pytest
 import torch
 
 import harness.inference as inference
 from harness.bench_weights import benchmark_model, spread_detector_scores
 from harness.equality import check_classifier, check_detections
-from harness.inference import InferenceOptions, Predictor, Uint8Images, parse_paths, verify_fast_path
+from harness.inference import (
+    InferenceOptions,
+    Predictor,
+    Uint8Images,
+    fold_batch_norms,
+    parse_paths,
+    verify_fast_path,
+)
 
 
 def _images(n: int, size: int) -> torch.Tensor:
@@ -204,3 +213,39 @@ def test_cuda_graphs_equal_eager_on_every_batch_size(name):
             expected = reference(images, clinical)
             assert torch.allclose(predictor(images, clinical), expected, atol=0.03)
         assert len(predictor._classify.graphs) == 2
+
+
+def _with_trained_statistics(model: torch.nn.Module) -> torch.nn.Module:
+    """Random BatchNorm statistics and affine terms, as training leaves them (fresh ones fold to almost nothing)."""
+    generator = torch.Generator().manual_seed(3)
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            n = module.num_features
+            module.running_mean.copy_(torch.randn(n, generator=generator) * 0.5)
+            module.running_var.copy_(torch.rand(n, generator=generator) + 0.5)
+            module.weight.data.copy_(torch.rand(n, generator=generator) + 0.5)
+            module.bias.data.copy_(torch.randn(n, generator=generator) * 0.1)
+    return model.eval()
+
+
+@pytest.mark.parametrize("name", ["wu2020", "wu2020_hybrid"])
+def test_fold_batch_norms_keeps_the_function_and_removes_every_batch_norm(name):
+    model = _with_trained_statistics(benchmark_model(name))
+    images, clinical = _images(3, 64), torch.tensor([[1.0], [0.0], [1.0]])
+    with torch.inference_mode():
+        expected = model(images, clinical) if name.endswith("hybrid") else model(images)
+        folded = fold_batch_norms(copy.deepcopy(model))  # the hybrid does not trace whole: folded child by child
+        got = folded(images, clinical) if name.endswith("hybrid") else folded(images)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules()) >= 9
+    assert torch.allclose(got, expected, atol=1e-4), (got - expected).abs().max()
+
+
+def test_fuse_path_on_a_detector_backbone():
+    model = _with_trained_statistics(benchmark_model("fasterrcnn_lite_fpn", image_size=64))
+    spread_detector_scores(model, _images(2, 64))
+    predictor = Predictor(model, InferenceOptions(fuse=True))
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in predictor.model.modules())
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())  # the model itself is untouched
+    report = verify_fast_path(model, InferenceOptions(fuse=True), _images(2, 64))
+    assert report.ok, report.detail
