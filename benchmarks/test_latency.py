@@ -105,20 +105,26 @@ def test_throughput_batched(benchmark, name, path, device, detector_size, sample
     _throughput(benchmark, batch)
 
 
-@pytest.mark.parametrize("workers", [0, 2])
+READS = {"dicom": {"workers": 0}, "dicom-2-workers": {"workers": 2}, "cache": {"workers": 0}}
+
+
+@pytest.mark.parametrize("read", list(READS))
 @pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("name", ["wu2020", "fasterrcnn_vgg16"])
-def test_end_to_end_case(benchmark, name, path, workers, device, detector_size, sample_sets, study):
-    """One T2WI study: DICOM read (``workers`` DataLoader processes, 0: serial) -> preprocessing -> model (batches
-    of slices) -> post-processing."""
+def test_end_to_end_case(benchmark, name, path, read, device, detector_size, sample_sets, study, cache_root):
+    """One T2WI study: read (DICOM parsed serially or in 2 DataLoader workers, or the volume from the preprocessed
+    cache, filled by the warm-up round) -> preprocessing -> model (batches of slices) -> post-processing."""
+    from harness.datasets.cache import ArrayCache
+
     task = model_task(name)
     predictor, _samples, size, options = _predictor(name, path, device, detector_size, sample_sets, 8)
     _info(benchmark, name, options, size, 8, "end-to-end")
     slices = len(study.tumour_boxes) if task == "classification" else len(study.files)
-    result = benchmark.pedantic(end_to_end_case, args=(predictor, study),
-                                kwargs={"image_size": size, "batch": 8, "workers": workers},
-                                rounds=2, warmup_rounds=1, iterations=1)  # fmt: skip
+    kwargs = {"image_size": size, "batch": 8, **READS[read]}
+    if read == "cache":
+        kwargs["cache"] = ArrayCache("e2e-volumes", root=cache_root)
+    result = benchmark.pedantic(end_to_end_case, args=(predictor, study), kwargs=kwargs, rounds=2, warmup_rounds=1,
+                                iterations=1)  # fmt: skip
     assert (0.0 <= result <= 1.0) if task == "classification" else len(result) == slices
-    benchmark.extra_info["slices"] = slices
-    benchmark.extra_info["workers"] = workers
+    benchmark.extra_info.update({"slices": slices, "read": read, "workers": READS[read]["workers"]})
     _throughput(benchmark, slices)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -62,6 +64,19 @@ def load_series_cached(series: SeriesInfo, cache: ArrayCache | None = None) -> d
     arrays, meta = cache.get_or_build(key, build)
     volumes = [_volume_from(arrays, m, f"v{i}_") for i, m in enumerate(meta["volumes"])]
     return {v.b_value: v for v in volumes}
+
+
+def cached_volume(files: Sequence[Path], build: Callable[[], Volume], cache: ArrayCache) -> Volume:
+    """The volume that ``build()`` reads from ``files``, built once and then read back from ``cache`` (memory-mapped),
+    with no DICOM parsing at all: the key is the files' paths, sizes and mtimes, so an edited file rebuilds it."""
+    key = {"volume-of-files": file_fingerprint(files)}
+
+    def arrays_of_build():
+        volume = build()
+        return _volume_arrays(volume, ""), _volume_meta(volume)
+
+    arrays, meta = cache.get_or_build(key, arrays_of_build)
+    return _volume_from(arrays, meta, "")
 
 
 def load_sequence(index: DatasetIndex, patient_id: str, sequence: str, cache: ArrayCache | None = None) -> Volume:

@@ -9,6 +9,8 @@ boxes, on the host), run the model in batches of slices, and reduce the outputs 
 threshold per slice, as numpy; classifier: the patient's DL score, the mean slice probability).
 
 On CUDA the detector's volume is assembled in page-locked memory, so that its one copy to the GPU is asynchronous.
+With a cache (`end_to_end_case(..., cache=ArrayCache("e2e-volumes"))`) a study read before comes back memory-mapped
+from the preprocessed cache, without parsing any DICOM.
 """
 
 from __future__ import annotations
@@ -22,9 +24,11 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
+from harness.datasets.cache import ArrayCache
 from harness.datasets.dicom_io import SliceHeader, frames_of, read_dicom, read_pixels
 from harness.datasets.errors import DataError
 from harness.datasets.series import Volume, load_series
+from harness.datasets.volumes import cached_volume
 
 from .inference import Predictor
 
@@ -131,19 +135,25 @@ def _page_locked_empty(shape: tuple[int, int, int]) -> np.ndarray:
     return torch.empty(shape, dtype=torch.float32, pin_memory=True).numpy()
 
 
-def read_volume(files: Sequence[Path], *, workers: int = 0, pin_memory: bool = False) -> Volume:
+def read_volume(
+    files: Sequence[Path], *, workers: int = 0, pin_memory: bool = False, cache: ArrayCache | None = None
+) -> Volume:
     """Parse the files, each once, into the series' volume (the highest b-value for DWI).
 
     Args:
         files: the series' files.
         workers: DataLoader worker processes parsing the files (0: in this process).
         pin_memory: assemble the volume in page-locked memory (needs CUDA), for an asynchronous copy to the GPU.
+        cache: the preprocessed cache: a study read before comes back from it memory-mapped, with no DICOM parsing
+            (`cached_volume`; keyed by the files' paths, sizes and mtimes). None parses every time.
 
     Raises:
         DicomFileError, SeriesError: the data layer's errors, naming the file (`read_dicom`, `load_series`).
     """
     if workers < 0:
         raise ValueError(f"workers must be >= 0, got {workers}")
+    if cache is not None:
+        return cached_volume(files, lambda: read_volume(files, workers=workers), cache)
     frames = read_frames_parallel(files, workers) if workers else read_frames(files)
     headers = [header for header, _ in frames]
     pixels = {(header.path, header.frame): frame for header, frame in frames}
@@ -157,7 +167,10 @@ def detector_inputs(pixels: np.ndarray, image_size: int, device: torch.device | 
     The volume crosses to ``device`` once, as float32 (asynchronously when ``pixels`` is page-locked), and every
     per-slice step runs there.
     """
-    volume = torch.from_numpy(np.asarray(pixels, dtype=np.float32)).to(device, non_blocking=True)
+    pixels = np.asarray(pixels, dtype=np.float32)
+    if not pixels.flags.writeable:  # memory-mapped from the cache: torch wants memory it may write
+        pixels = np.array(pixels)
+    volume = torch.from_numpy(pixels).to(device, non_blocking=True)
     volume = (volume - volume.mean()) / volume.std().clamp_min(1e-6)
     resized = F.interpolate(volume[:, None], size=(image_size, image_size), mode="bilinear", antialias=True)
     return resized.expand(-1, 3, -1, -1).contiguous()
@@ -182,6 +195,7 @@ def end_to_end_case(
     batch: int = 8,
     score_threshold: float = 0.5,
     workers: int = 0,
+    cache: ArrayCache | None = None,
 ) -> float | list[dict[str, np.ndarray]]:
     """Run one study end to end (see the module docstring).
 
@@ -192,13 +206,14 @@ def end_to_end_case(
         batch: slices (or crops) per model call.
         score_threshold: detections kept from this score up.
         workers: DataLoader worker processes parsing the DICOM files (0: in this process); same result for any value.
+        cache: read the volume from the preprocessed cache when the study was read before (`read_volume`).
 
     Returns:
         Classifier: the patient's DL score. Detector: per slice, ``{"boxes", "scores", "labels"}`` above
         ``score_threshold`` as numpy arrays.
     """
     detector_on_cuda = predictor.task == "detection" and predictor.device.type == "cuda"
-    volume = read_volume(study.files, workers=workers, pin_memory=detector_on_cuda)
+    volume = read_volume(study.files, workers=workers, pin_memory=detector_on_cuda, cache=cache)
     if predictor.task == "classification":
         if not study.tumour_boxes:
             raise ValueError("a classifier needs the study's tumour boxes")

@@ -284,8 +284,10 @@ class Predictor:
         return batch.pin_memory() if self.device.type == "cuda" else batch
 
     def _to_device(self, images: torch.Tensor | Uint8Images) -> torch.Tensor:
-        if self.options.uint8 and isinstance(images, torch.Tensor):
-            images = Uint8Images.quantise(images)  # not prepared beforehand: quantise now (and pay for it)
+        if self.options.uint8 and isinstance(images, torch.Tensor) and images.device.type == "cpu":
+            # A host batch not prepared beforehand: quantise now (and pay for it). A batch already on the GPU (the
+            # end-to-end path preprocesses there) has no copy left to save.
+            images = Uint8Images.quantise(images)
         if isinstance(images, Uint8Images):
             return images.to_float(self.device)
         return images.to(self.device, non_blocking=True)

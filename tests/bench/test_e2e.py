@@ -142,3 +142,30 @@ def test_detector_inputs_on_cpu_unchanged(study):
         assert images.device.type == "cpu" and images.dtype == torch.float32
         torch.testing.assert_close(images, expected, rtol=0, atol=0)
     assert float(expected.mean().abs()) < 0.5  # z-scored, not raw intensities (the comparison means something)
+
+
+def test_cached_study_is_read_without_parsing_and_rebuilt_when_a_file_changes(study, detector, tmp_path, monkeypatch):
+    from harness.datasets.cache import ArrayCache
+
+    files = _copy_study(study, tmp_path / "study")
+    cached = Study(tuple(files))
+    cache = ArrayCache("e2e-volumes", root=tmp_path / "cache")
+    expected = end_to_end_case(detector, cached, image_size=DETECTOR_SIZE)
+    first = end_to_end_case(detector, cached, image_size=DETECTOR_SIZE, cache=cache)  # parses, then fills the cache
+    reads: list[Path] = []
+    real_read = bench_e2e.read_dicom
+    monkeypatch.setattr(bench_e2e, "read_dicom", lambda path: reads.append(path) or real_read(path))
+    second = end_to_end_case(detector, cached, image_size=DETECTOR_SIZE, cache=cache)
+    assert reads == []  # from the cache: no DICOM file opened
+    for result in (first, second):
+        assert len(result) == len(expected) and sum(len(d["scores"]) for d in result) > 0
+        for got, want in zip(result, expected, strict=True):
+            np.testing.assert_array_equal(got["boxes"], want["boxes"])
+            np.testing.assert_array_equal(got["scores"], want["scores"])
+    ds = pydicom.dcmread(files[5])
+    ds.PixelData = bytes(len(ds.PixelData))  # an edited file (all zero pixels) is a new key: parsed again
+    ds.save_as(files[5])
+    end_to_end_case(detector, cached, image_size=DETECTOR_SIZE, cache=cache)
+    assert len(reads) == len(files)
+    volume = read_volume(files, cache=cache)
+    assert not volume.pixels[list(volume.source_files).index(str(files[5]))].any()
