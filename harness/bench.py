@@ -283,6 +283,8 @@ def case_time(
 ) -> float:
     """Seconds for one study of ``slices`` slices, run in batches of ``batch`` (inputs prepared beforehand)."""
     inputs = _prepared(backend, [samples.batch(start, min(batch, slices - start)) for start in range(0, slices, batch)])
+    for size in {int(images.shape[0]) for images, _ in inputs}:  # a new shape may compile or capture: not timed
+        _warm(backend, samples, size, 1)
     return float(sum(_timed_queries(backend, inputs, clock)))
 
 

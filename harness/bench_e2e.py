@@ -1,4 +1,4 @@
-"""End to end for one study: DICOM read -> preprocessing -> model -> post-processing, with no cache in between.
+"""End to end for one study: DICOM read (or the preprocessed cache) -> preprocessing -> model -> post-processing.
 
 What `end_to_end_case` times is what a reading station would do with a new study: parse every file of the T2WI
 series once (pydicom: headers and pixels; serially, or in a `torch.utils.data.DataLoader`'s worker processes, a
@@ -16,7 +16,7 @@ from the preprocessed cache, without parsing any DICOM.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -153,7 +153,12 @@ def read_volume(
     if workers < 0:
         raise ValueError(f"workers must be >= 0, got {workers}")
     if cache is not None:
-        return cached_volume(files, lambda: read_volume(files, workers=workers), cache)
+        volume = cached_volume(files, lambda: read_volume(files, workers=workers), cache)
+        if pin_memory:  # the cache hands out read-only memory maps: copy into page-locked memory for the GPU
+            pinned = _page_locked_empty(volume.pixels.shape)
+            pinned[...] = volume.pixels
+            volume = replace(volume, pixels=pinned)
+        return volume
     frames = read_frames_parallel(files, workers) if workers else read_frames(files)
     headers = [header for header, _ in frames]
     pixels = {(header.path, header.frame): frame for header, frame in frames}

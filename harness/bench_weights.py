@@ -90,7 +90,10 @@ def checkpoint_model(path: Path | str, *, image_size: int | None = None) -> Benc
     """
     from harness.train.checkpoint import model_from_checkpoint
 
-    model, payload = model_from_checkpoint(path)
+    try:
+        model, payload = model_from_checkpoint(path)
+    except (KeyError, RuntimeError, TypeError) as exc:  # a checkpoint of another layout, or weights that do not fit
+        raise ValueError(f"{path}: cannot rebuild its model ({type(exc).__name__}: {exc})") from exc
     data = (payload.get("config") or {}).get("data") or {}
     if image_size is not None and hasattr(model, "transform"):
         model.transform.min_size, model.transform.max_size = (image_size,), image_size

@@ -28,6 +28,7 @@ from typing import Any
 
 import torch
 import torch.nn as nn
+from torch.nn.modules.batchnorm import _BatchNorm
 
 from harness.models import model_task
 
@@ -316,18 +317,38 @@ class Predictor:
 
 
 def fold_batch_norms(module: nn.Module) -> nn.Module:
-    """``module`` with every BatchNorm folded into the convolution before it (``torch.fx.experimental.optimization.
-    fuse``, eval mode). A module that cannot be traced whole (control flow on its inputs, as the hybrid model's
-    clinical branch) has its children folded one by one; the returned module computes the same function.
+    """``module`` with its BatchNorm layers folded into the convolutions before them
+    (``torch.fx.experimental.optimization.fuse``, eval mode); the returned module computes the same function.
+
+    A module that cannot be traced whole (control flow on its inputs, as the hybrid model's clinical branch) has its
+    children folded one by one.
+
+    Raises:
+        ValueError: a BatchNorm is left (one that follows no convolution, torchvision's ``FrozenBatchNorm2d`` of
+            pretrained detectors, or a pair split across an untraceable parent): the path would not be what it says.
     """
+    # torch.fx folds torch.nn's BatchNorm only; others (FrozenBatchNorm2d) are traced through and stay unfolded.
+    foreign = {type(m).__name__ for m in module.modules() if _is_batch_norm(m) and not isinstance(m, _BatchNorm)}
+    folded = _fold(module)
+    left = sorted(foreign | {type(m).__name__ for m in folded.modules() if _is_batch_norm(m)})
+    if left:
+        raise ValueError(f"fuse: BatchNorm layers ({', '.join(left)}) could not be folded into a convolution in "
+                         f"{type(module).__name__}; run this model without fuse")  # fmt: skip
+    return folded
+
+
+def _is_batch_norm(module: nn.Module) -> bool:
+    return "BatchNorm" in type(module).__name__
+
+
+def _fold(module: nn.Module) -> nn.Module:
     from torch.fx.experimental.optimization import fuse
-    from torch.fx.proxy import TraceError
 
     try:
         return fuse(module.eval())
-    except TraceError:
+    except Exception:  # symbolic tracing fails in several ways (TraceError, RuntimeError, TypeError...)
         for name, child in module.named_children():
-            setattr(module, name, fold_batch_norms(child))
+            setattr(module, name, _fold(child))
         return module
 
 

@@ -206,13 +206,28 @@ def test_cuda_graphs_equal_eager_on_every_batch_size(name):
         options = InferenceOptions(device="cuda", dtype=dtype, cuda_graphs=True, channels_last=dtype == "bf16")
         predictor = Predictor(model, options)
         reference = Predictor(model, options.baseline())
-        for batch in (1, 4, 1):  # a second batch size is a second graph; the first is replayed again
-            images, clinical = _images(batch, 64), torch.ones(batch, 1)
-            report = verify_fast_path(model, options, images, clinical)
-            assert report.ok, report.detail
-            expected = reference(images, clinical)
-            assert torch.allclose(predictor(images, clinical), expected, atol=0.03)
+        outputs = []
+        # A second batch size is a second graph; batch 1 is replayed again on new inputs (a graph that kept its
+        # first inputs or output would give the first call's answer).
+        for call, batch in enumerate((1, 4, 1)):
+            images = _images(batch + 2, 64)[2:] * (1 + call)
+            clinical = torch.tensor([[float((call + i) % 2)] for i in range(batch)])
+            got = predictor(images, clinical)
+            assert torch.allclose(got, reference(images, clinical), atol=0.03)
+            outputs.append(got)
         assert len(predictor._classify.graphs) == 2
+        assert not torch.equal(outputs[0], outputs[2])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="pinned memory needs CUDA")
+def test_prepared_batches_on_cuda_give_the_same_outputs(classifier):
+    images = _images(4, 64)
+    for options in (InferenceOptions(device="cuda"), InferenceOptions(device="cuda", uint8=True)):
+        predictor = Predictor(classifier, options)
+        prepared = predictor.prepare(images)
+        pixels = prepared.pixels if options.uint8 else prepared
+        assert pixels.is_pinned()
+        assert torch.equal(predictor(prepared), predictor(images))
 
 
 def _with_trained_statistics(model: torch.nn.Module) -> torch.nn.Module:
@@ -249,3 +264,11 @@ def test_fuse_path_on_a_detector_backbone():
     assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())  # the model itself is untouched
     report = verify_fast_path(model, InferenceOptions(fuse=True), _images(2, 64))
     assert report.ok, report.detail
+
+
+def test_fuse_refuses_batch_norms_it_cannot_fold():
+    from torchvision.ops.misc import FrozenBatchNorm2d
+
+    frozen = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), FrozenBatchNorm2d(4), torch.nn.ReLU())
+    with pytest.raises(ValueError, match="FrozenBatchNorm2d.*without fuse"):
+        fold_batch_norms(frozen)

@@ -100,7 +100,8 @@ def test_case_time_runs_every_slice_in_batches(samples):
     clock = FakeClock()
     backend = FakeBackend(clock, fixed=0.1, per_image=0.01)
     seconds = case_time(backend, samples, batch=16, slices=100, clock=clock)
-    assert backend.seen == [16] * 6 + [4]
+    # One untimed query of each batch size first (a new shape may compile or capture a CUDA graph), then the case.
+    assert sorted(backend.seen[:2]) == [4, 16] and backend.seen[2:] == [16] * 6 + [4]
     assert seconds == pytest.approx(7 * 0.1 + 100 * 0.01)
 
 
@@ -123,3 +124,27 @@ def test_null_backend_overhead_is_small_and_returns_input(samples):
     result = harness_overhead(samples, queries=50)
     assert isinstance(result, ScenarioResult) and len(result.latencies) == 50
     assert 0 <= result.percentile(50) < 1e-3  # a function call and two clock reads: far below a millisecond
+
+
+def test_a_path_a_model_cannot_take_is_reported_not_timed():
+    from torchvision.ops.misc import FrozenBatchNorm2d
+
+    from harness.bench import load_samples
+    from harness.bench_run import bench_model
+    from harness.bench_weights import BenchWeights, benchmark_model, spread_detector_scores
+    from harness.inference import InferenceOptions
+
+    model = benchmark_model("fasterrcnn_lite_fpn", image_size=64)
+    for parent in list(model.backbone.modules()):  # as pretrained torchvision detectors have them
+        for name, child in list(parent.named_children()):
+            if isinstance(child, torch.nn.BatchNorm2d):
+                setattr(parent, name, FrozenBatchNorm2d(child.num_features))
+    samples = load_samples("detection", image_size=64, count=4)
+    spread_detector_scores(model, samples.images)
+    weights = BenchWeights("fasterrcnn_lite_fpn", model.eval(), image_size=64)
+    reference, fused = bench_model("fasterrcnn_lite_fpn", [InferenceOptions(), InferenceOptions(fuse=True)],
+                                   scenario="single-stream", queries=2, case_slices=1, samples=samples,
+                                   weights=weights)  # fmt: skip
+    assert reference.equal and reference.timings["p50_ms"] > 0
+    assert not fused.equal and fused.timings is None
+    assert fused.equality.startswith("not applicable: fuse: BatchNorm layers (FrozenBatchNorm2d)")
