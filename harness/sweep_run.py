@@ -6,10 +6,13 @@ experiment per study, and ``outputs/<trial key>/`` (each trial's checkpoints, pr
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import shutil
+import signal
+import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -128,11 +131,14 @@ def run_sweep(
     storage = settings.storage / settings.name
     interrupted = False
     try:
-        cluster = connect(address, num_cpus)
-        check_resources(plan.studies, cluster, str(plan.source))
-        with board:
-            for study in plan.studies:
-                outcomes += run_study(study, storage, tracking_info, board, resume=state is not None)
+        with _remember_ctrl_c() as pressed:
+            cluster = connect(address, num_cpus)
+            check_resources(plan.studies, cluster, str(plan.source))
+            with board:
+                for study in plan.studies:
+                    outcomes += run_study(study, storage, tracking_info, board, resume=state is not None)
+                    if pressed.is_set():  # Ctrl-C whose KeyboardInterrupt something on its way up swallowed
+                        raise KeyboardInterrupt
     except KeyboardInterrupt:
         interrupted = True
         raise
@@ -140,6 +146,27 @@ def run_sweep(
         disconnect()
         _finish(plan, sweep_tracking, parent, outcomes, interrupted)
     return SweepOutcome(settings.name, tracking_uri, settings.name, parent, outcomes)
+
+
+@contextlib.contextmanager
+def _remember_ctrl_c():
+    """Ctrl-C raises KeyboardInterrupt as always, and is also remembered (the yielded event): a library that catches
+    the exception on its way up through Ray Tune's loop must not turn an interrupted sweep into a finished one."""
+    pressed = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield pressed
+        return
+    previous = signal.getsignal(signal.SIGINT)
+
+    def on_sigint(signum, frame):
+        pressed.set()
+        signal.default_int_handler(signum, frame)  # raises KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield pressed
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _finish(plan: SweepPlan, sweep_tracking, parent: str, outcomes: list[TrialOutcome], interrupted: bool) -> None:

@@ -149,7 +149,7 @@ def test_interrupted_driver_then_resume_finishes_without_running_or_duplicated_r
     if how == "SIGKILL":
         assert any(r.info.status == "RUNNING" for r in runs)  # the crash left runs RUNNING
     else:
-        assert driver.returncode == 130 and "--resume" in stderr
+        assert driver.returncode == 130 and "--resume" in stderr, stderr[-3000:]
         assert "RUNNING" not in {r.info.status for r in runs}  # Ctrl-C ends them as KILLED
 
     result = subprocess.run(command + ["--resume"], cwd=tmp_path, capture_output=True, text=True, timeout=540)
