@@ -46,7 +46,7 @@ def _paths(device: str, bf16: bool):
 def gate(rounds: int, margin: float, overhead_share: float, detector_size: int, device: str) -> dict:
     """Measure and judge; returns the report (``passed`` and one entry per check)."""
     from harness.bench import CLASSIFIER_SIZE, ModelBackend, NullBackend, interleaved, load_samples
-    from harness.equality import check_equal
+    from harness.bench_run import checked_backends
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from conftest import cpu_has_bf16
@@ -57,21 +57,17 @@ def gate(rounds: int, margin: float, overhead_share: float, detector_size: int, 
         task_size = CLASSIFIER_SIZE if name == "wu2020" else detector_size
         samples = load_samples("classification" if name == "wu2020" else "detection", image_size=task_size)
         batch = gated[0].batch
-        eager = ModelBackend(name, gated[0].baseline(), image_size=task_size)
-        eager.load(samples)
-        images, clinical = samples.batch(0, min(4, len(samples)))
-        expected = eager.predict(images, clinical)
-        backends, labels = [eager], ["eager-fp32"]
-        for options in gated + informational:
-            backend = ModelBackend(name, options, image_size=task_size, model=eager.model)
-            backend.load(samples)
-            report = check_equal(expected, backend.predict(images, clinical), eager.predictor.task, options.dtype)
-            is_gated = options in gated
-            checks.append({"check": "equal", "model": name, "path": options.label, "gated": is_gated,
-                           "passed": report.ok or not is_gated, "detail": report.detail})  # fmt: skip
+        backends, labels = [], []
+        for options, backend, report in checked_backends(name, [gated[0].baseline(), *gated, *informational],
+                                                         samples, task_size):  # fmt: skip
+            if backends:  # not the reference
+                is_gated = options in gated
+                checks.append({"check": "equal", "model": name, "path": options.label, "gated": is_gated,
+                               "passed": report.ok or not is_gated, "detail": report.detail})  # fmt: skip
             if report.ok:
                 backends.append(backend)
                 labels.append(options.label)
+        eager = backends[0]
         latencies = interleaved(backends, samples, batch=batch, rounds=rounds)
         medians = [statistics.median(values) for values in latencies]
         for label, median in zip(labels[1:], medians[1:], strict=True):

@@ -171,15 +171,17 @@ def bench_model(
     task = model_task(name)
     if weights is not None and weights.name != name:
         raise ValueError(f"weights of {weights.name} ({weights.source}) given for model {name}")
-    trained_size = weights.image_size if weights is not None else None
+    model, source, sequence, trained_size = (
+        (weights.model, weights.source, weights.sequence, weights.image_size)
+        if weights is not None
+        else (None, "random", "T2WI", None)
+    )
     size = CLASSIFIER_SIZE if task == "classification" else (image_size or trained_size or DETECTOR_SIZE)
-    sequence = weights.sequence if weights is not None else "T2WI"
     samples = samples or load_samples(task, image_size=size, sequence=sequence)
     reference_options = paths[0].baseline()
     paths = [reference_options] + [p for i, p in enumerate(paths) if p != reference_options and p not in paths[:i]]
-    source = weights.source if weights is not None else "random"
     results, backends = [], []
-    for options, backend, report in _checked_backends(name, paths, samples, size, weights):
+    for options, backend, report in checked_backends(name, paths, samples, size, model):
         results.append(PathResult(name, task, options, report.ok, report.detail, scenario, case_slices=case_slices,
                                   weights=source, inputs=f"{sequence} {size}x{size} px"))  # fmt: skip
         backends.append(backend)
@@ -200,9 +202,19 @@ def bench_model(
     return results
 
 
-def _checked_backends(name, paths, samples, size, weights):
-    """Each path's loaded backend and its equality report against the first path (the eager fp32 reference)."""
-    reference = ModelBackend(name, paths[0], image_size=size, model=weights.model if weights is not None else None)
+def checked_backends(name: str, paths: Sequence[InferenceOptions], samples: Samples, size: int, model=None):
+    """Yield ``(options, loaded backend, equality report)`` for each path, checked against the first path (the eager
+    fp32 reference, reported equal) on the first 4 samples. A path the model cannot take (CUDA graphs of a
+    detector, fuse of frozen BatchNorms) is reported not equal, "not applicable: ...", rather than raised.
+
+    Args:
+        name: a registry name.
+        paths: the reference first, then the paths to check.
+        samples: the inputs.
+        size: a detector's input side.
+        model: the weights (default: seeded random ones, `benchmark_model`).
+    """
+    reference = ModelBackend(name, paths[0], image_size=size, model=model)
     reference.load(samples)
     check_images, check_clinical = samples.batch(0, min(4, len(samples)))
     expected = reference.predict(check_images, check_clinical)

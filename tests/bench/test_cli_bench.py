@@ -104,7 +104,13 @@ def test_bench_names_a_missing_checkpoint(tmp_path, capsys):
     assert "nope.pt" in capsys.readouterr().err
 
 
-def test_bench_interleaves_paths_query_by_query(tmp_path):
+def test_bench_interleaves_paths_query_by_query(tmp_path, monkeypatch):
+    import harness.bench_run as bench_run
+
+    calls = []  # the real scheduler, watched: `interleaved` itself is tested in test_scenarios.py
+    real = bench_run.interleaved
+    monkeypatch.setattr(bench_run, "interleaved", lambda backends, *a, **k: calls.append((len(backends), k))
+                        or real(backends, *a, **k))  # fmt: skip
     out = tmp_path / "out.json"
     argv = ["bench", "--model", "wu2020", "--path", "fp32+channels_last", "--path", "fp32+uint8", "--interleave",
             "--queries", "5", "--case-slices", "2", "--threads", "1", "--no-mlflow", "--json", str(out)]  # fmt: skip
@@ -115,3 +121,4 @@ def test_bench_interleaves_paths_query_by_query(tmp_path):
         assert record["equal"], record["equality"]
         assert record["queries"] == 5 and 0 < record["p50_ms"] <= record["p99_ms"]
     assert results[2]["uint8"] and "max |dp|" in results[2]["equality"]
+    assert calls == [(3, {"batch": 1, "rounds": 5, "warmup": 2})]  # all three paths, in turns, one query each
