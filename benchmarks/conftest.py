@@ -66,7 +66,7 @@ def cache_root(tmp_path_factory):
 @pytest.fixture(scope="session")
 def sample_sets(cache_root):
     """``sample_sets(task, size)``: real slices of the benchmark cohort, loaded once per task and size."""
-    from harness.bench import load_samples
+    from harness.bench.scenarios import load_samples
 
     loaded = {}
 
@@ -81,7 +81,7 @@ def sample_sets(cache_root):
 @pytest.fixture(scope="session")
 def study(cache_root):
     """The first patient's T2WI study of the benchmark cohort (files and tumour boxes)."""
-    from harness.bench import cohort_root
-    from harness.bench_e2e import find_study
+    from harness.bench.e2e import find_study
+    from harness.bench.scenarios import cohort_root
 
     return find_study(cohort_root(cache_root))

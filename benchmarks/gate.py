@@ -5,8 +5,8 @@ same run, or when the harness's own overhead is not negligible next to one class
 
 Rules (no absolute times: CI machines are shared):
 1. Every gated fast path must first give the same outputs as eager fp32 (`harness.inference.check_equal`).
-2. Its median latency, with the paths taking turns round by round (`harness.bench.interleaved`, so a load change
-   hits all alike), must not exceed eager fp32's median by more than ``--margin`` (default 10%).
+2. Its median latency, with the paths taking turns round by round (`harness.bench.scenarios.interleaved`, so a
+   load change hits all alike), must not exceed eager fp32's median by more than ``--margin`` (default 10%).
 3. The null backend's median per-query cost must stay under ``--overhead-share`` (default 1%) of the classifier's
    eager batch-1 median.
 
@@ -45,8 +45,8 @@ def _paths(device: str, bf16: bool):
 
 def gate(rounds: int, margin: float, overhead_share: float, detector_size: int, device: str) -> dict:
     """Measure and judge; returns the report (``passed`` and one entry per check)."""
-    from harness.bench import CLASSIFIER_SIZE, ModelBackend, NullBackend, interleaved, load_samples
-    from harness.bench_run import checked_backends
+    from harness.bench.run import checked_backends
+    from harness.bench.scenarios import CLASSIFIER_SIZE, ModelBackend, NullBackend, interleaved, load_samples
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from conftest import cpu_has_bf16
@@ -58,12 +58,21 @@ def gate(rounds: int, margin: float, overhead_share: float, detector_size: int, 
         samples = load_samples("classification" if name == "wu2020" else "detection", image_size=task_size)
         batch = gated[0].batch
         backends, labels = [], []
-        for options, backend, report in checked_backends(name, [gated[0].baseline(), *gated, *informational],
-                                                         samples, task_size):  # fmt: skip
+        for options, backend, report in checked_backends(
+            name, [gated[0].baseline(), *gated, *informational], samples, task_size
+        ):
             if backends:  # not the reference
                 is_gated = options in gated
-                checks.append({"check": "equal", "model": name, "path": options.label, "gated": is_gated,
-                               "passed": report.ok or not is_gated, "detail": report.detail})  # fmt: skip
+                checks.append(
+                    {
+                        "check": "equal",
+                        "model": name,
+                        "path": options.label,
+                        "gated": is_gated,
+                        "passed": report.ok or not is_gated,
+                        "detail": report.detail,
+                    }
+                )
             if report.ok:
                 backends.append(backend)
                 labels.append(options.label)
@@ -73,23 +82,50 @@ def gate(rounds: int, margin: float, overhead_share: float, detector_size: int, 
         for label, median in zip(labels[1:], medians[1:], strict=True):
             is_gated = any(o.label == label for o in gated)
             ratio = median / medians[0]
-            checks.append({"check": "not slower", "model": name, "path": label, "gated": is_gated, "batch": batch,
-                           "eager_ms": 1e3 * medians[0], "path_ms": 1e3 * median, "speedup": 1 / ratio,
-                           "passed": ratio <= 1 + margin or not is_gated,
-                           "detail": f"median {1e3 * median:.1f} ms vs eager {1e3 * medians[0]:.1f} ms "
-                                     f"(x{1 / ratio:.2f}; limit: at most {margin:.0%} slower)"})  # fmt: skip
+            checks.append(
+                {
+                    "check": "not slower",
+                    "model": name,
+                    "path": label,
+                    "gated": is_gated,
+                    "batch": batch,
+                    "eager_ms": 1e3 * medians[0],
+                    "path_ms": 1e3 * median,
+                    "speedup": 1 / ratio,
+                    "passed": ratio <= 1 + margin or not is_gated,
+                    "detail": f"median {1e3 * median:.1f} ms vs eager {1e3 * medians[0]:.1f} ms "
+                    f"(x{1 / ratio:.2f}; limit: at most {margin:.0%} slower)",
+                }
+            )
         if name == "wu2020":
             one = ModelBackend(name, gated[0].baseline(), model=eager.model)
             one.load(samples)
             classifier_eager_s = statistics.median(interleaved([one], samples, batch=1, rounds=max(rounds, 10))[0])
     null = statistics.median(interleaved([NullBackend()], samples, batch=1, rounds=200)[0])
     share = null / classifier_eager_s
-    checks.append({"check": "overhead", "model": "null", "path": "-", "gated": True, "null_us": 1e6 * null,
-                   "classifier_ms": 1e3 * classifier_eager_s, "share": share, "passed": share <= overhead_share,
-                   "detail": f"null backend {1e6 * null:.1f} us = {share:.3%} of a wu2020 batch-1 inference "
-                             f"({1e3 * classifier_eager_s:.2f} ms; limit {overhead_share:.0%})"})  # fmt: skip
-    return {"passed": all(c["passed"] for c in checks), "device": device, "threads": torch.get_num_threads(),
-            "rounds": rounds, "margin": margin, "overhead_share": overhead_share, "checks": checks}  # fmt: skip
+    checks.append(
+        {
+            "check": "overhead",
+            "model": "null",
+            "path": "-",
+            "gated": True,
+            "null_us": 1e6 * null,
+            "classifier_ms": 1e3 * classifier_eager_s,
+            "share": share,
+            "passed": share <= overhead_share,
+            "detail": f"null backend {1e6 * null:.1f} us = {share:.3%} of a wu2020 batch-1 inference "
+            f"({1e3 * classifier_eager_s:.2f} ms; limit {overhead_share:.0%})",
+        }
+    )
+    return {
+        "passed": all(c["passed"] for c in checks),
+        "device": device,
+        "threads": torch.get_num_threads(),
+        "rounds": rounds,
+        "margin": margin,
+        "overhead_share": overhead_share,
+        "checks": checks,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -97,8 +133,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=7, help="interleaved rounds per path (default: 7)")
     parser.add_argument("--margin", type=float, default=0.10, help="allowed slowdown of a fast path (default: 0.10)")
-    parser.add_argument("--overhead-share", type=float, default=0.01,
-                        help="allowed null-backend share of one classifier inference (default: 0.01)")  # fmt: skip
+    parser.add_argument(
+        "--overhead-share",
+        type=float,
+        default=0.01,
+        help="allowed null-backend share of one classifier inference (default: 0.01)",
+    )
     parser.add_argument("--detector-size", type=int, default=128, help="detector input side (default: 128)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument(

@@ -12,9 +12,9 @@ from dataclasses import replace
 import pytest
 import torch
 
-from harness.bench import CASE_SLICES, CLASSIFIER_SIZE
-from harness.bench_e2e import end_to_end_case
-from harness.bench_weights import benchmark_model, spread_detector_scores
+from harness.bench.e2e import end_to_end_case
+from harness.bench.scenarios import CASE_SLICES, CLASSIFIER_SIZE
+from harness.bench.weights import benchmark_model, spread_detector_scores
 from harness.equality import check_equal
 from harness.inference import InferenceOptions, Predictor
 from harness.models import list_models, model_task
@@ -52,8 +52,7 @@ def _predictor(name, path, device, detector_size, sample_sets, batch):
     predictor = Predictor(model, options)
     if path != "eager-fp32":  # its time counts only when its outputs equal eager fp32's
         images, clinical = samples.batch(0, 4)
-        report = check_equal(Predictor(model, base)(images, clinical), predictor(images, clinical), task,
-                             options.dtype)  # fmt: skip
+        report = check_equal(Predictor(model, base)(images, clinical), predictor(images, clinical), task, options.dtype)
         if not report.ok:
             pytest.skip(f"{options.label} differs from eager fp32 ({report.detail}): not timed")
     return predictor, samples, size, options
@@ -66,10 +65,20 @@ def _run(predictor: Predictor, images: torch.Tensor, clinical: torch.Tensor):
 
 
 def _info(benchmark, name, options, size, batch, kind):
-    benchmark.extra_info.update({"model": name, "path": options.label, "device": options.device,
-                                 "dtype": options.dtype, "channels_last": options.channels_last, "batch": batch,
-                                 "input_size": size, "kind": kind, "torch": torch.__version__,
-                                 "threads": torch.get_num_threads()})  # fmt: skip
+    benchmark.extra_info.update(
+        {
+            "model": name,
+            "path": options.label,
+            "device": options.device,
+            "dtype": options.dtype,
+            "channels_last": options.channels_last,
+            "batch": batch,
+            "input_size": size,
+            "kind": kind,
+            "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
+        }
+    )
     benchmark.name = f"{benchmark.name}[{options.device}-{options.dtype}]"
 
 
@@ -123,8 +132,9 @@ def test_end_to_end_case(benchmark, name, path, read, device, detector_size, sam
     kwargs = {"image_size": size, "batch": 8, **READS[read]}
     if read == "cache":
         kwargs["cache"] = ArrayCache("e2e-volumes", root=cache_root)
-    result = benchmark.pedantic(end_to_end_case, args=(predictor, study), kwargs=kwargs, rounds=2, warmup_rounds=1,
-                                iterations=1)  # fmt: skip
+    result = benchmark.pedantic(
+        end_to_end_case, args=(predictor, study), kwargs=kwargs, rounds=2, warmup_rounds=1, iterations=1
+    )
     assert (0.0 <= result <= 1.0) if task == "classification" else len(result) == slices
     benchmark.extra_info.update({"slices": slices, "read": read, "workers": READS[read]["workers"]})
     _throughput(benchmark, slices)

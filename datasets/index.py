@@ -199,9 +199,12 @@ def _group_series(headers: Iterable[SliceHeader], rules: SequenceRules) -> tuple
         description = members[0].series_description
         if len(patients) > 1:
             problems.append(
-                Problem(Severity.ERROR, f"series {description!r} {uid}", f"holds images of several patients: "
-                        f"{dict(patients)} (first file {members[0].path})")
-            )  # fmt: skip
+                Problem(
+                    Severity.ERROR,
+                    f"series {description!r} {uid}",
+                    f"holds images of several patients: {dict(patients)} (first file {members[0].path})",
+                )
+            )
             continue
         sequence = rules.classify(uid, description)
         series.append(SeriesInfo(uid, description, members[0].patient_id, sequence, members))
@@ -214,8 +217,16 @@ def _cross_check(index: DatasetIndex, required: Iterable[str]) -> list[tuple[str
     with_images = {s.patient_id for s in index.series}
     for patient_id in sorted(with_images - set(index.patients)):
         files = next(s.files for s in index.series if s.patient_id == patient_id)
-        out.append((None, Problem(Severity.ERROR, f"patient {patient_id!r}",
-                                  f"has images (e.g. {files[0]}) but no row in manifest.csv")))  # fmt: skip
+        out.append(
+            (
+                None,
+                Problem(
+                    Severity.ERROR,
+                    f"patient {patient_id!r}",
+                    f"has images (e.g. {files[0]}) but no row in manifest.csv",
+                ),
+            )
+        )
     for patient_id, record in sorted(index.patients.items()):
         where = f"manifest.csv line {record.line} (patient {patient_id!r})"
         if patient_id not in with_images:
@@ -232,8 +243,16 @@ def _cross_check(index: DatasetIndex, required: Iterable[str]) -> list[tuple[str
                 out.append((patient_id, Problem.from_error(error)))
     for box in index.boxes:
         if box.patient_id not in index.patients:
-            out.append((None, Problem(Severity.ERROR, f"annotations.csv line {box.line}",
-                                      f"patient {box.patient_id!r} is not in manifest.csv")))  # fmt: skip
+            out.append(
+                (
+                    None,
+                    Problem(
+                        Severity.ERROR,
+                        f"annotations.csv line {box.line}",
+                        f"patient {box.patient_id!r} is not in manifest.csv",
+                    ),
+                )
+            )
     return out
 
 

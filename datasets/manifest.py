@@ -28,8 +28,17 @@ NODE_LOCATIONS = ("superior_rectal", "mesorectal", "internal_iliac", "external_i
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 _MANIFEST_REQUIRED = ("patient_id", "center", "lnm")
 _ANNOTATION_COLUMNS = (
-    "patient_id", "sequence", "slice_position_mm", "kind", "location", "metastatic", "x_min", "y_min", "x_max", "y_max",
-)  # fmt: skip
+    "patient_id",
+    "sequence",
+    "slice_position_mm",
+    "kind",
+    "location",
+    "metastatic",
+    "x_min",
+    "y_min",
+    "x_max",
+    "y_max",
+)
 
 
 def check_patient_id(patient_id: str, where: str) -> str:

@@ -1,4 +1,5 @@
-"""Typed training-run configuration, loaded from YAML (``harness train TRIAL.yaml``; one point of a sweep).
+"""Typed configuration from YAML: the training run (``harness train TRIAL.yaml``; one point of a sweep), and the
+one strict base (`StrictModel`) and one YAML loader (`load_yaml`) that the sweep file (`harness.sweep.plan`) uses too.
 
 ``yaml.safe_load`` then pydantic: unknown keys are errors, numbers written ``1e-3`` (a string to YAML 1.1) are
 coerced, and every error names its key path (``train.stage2_lr``) and the allowed values. ``--set key=value``
@@ -21,11 +22,13 @@ class ConfigError(ValueError):
     """A configuration file or override is invalid; the message names the key path and what is allowed."""
 
 
-class _Strict(BaseModel):
+class StrictModel(BaseModel):
+    """The base of every config model: unknown keys are errors, assignments are validated."""
+
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
-class SynthSpec(_Strict):
+class SynthSpec(StrictModel):
     """A synthetic cohort generated once, before training, when ``out`` does not hold one yet."""
 
     patients: int = Field(60, ge=1)
@@ -35,7 +38,7 @@ class SynthSpec(_Strict):
     out: Path | None = Field(None, description="default: data/synth-<patients>p-<centers>c-seed<seed>-signal<signal>")
 
 
-class SplitSpec(_Strict):
+class SplitSpec(StrictModel):
     """Patients into train / val (/ test): by centre (Wu's external validation) or stratified random."""
 
     by: Literal["center", "random"] = "center"
@@ -51,7 +54,7 @@ class SplitSpec(_Strict):
         return [str(v) for v in value] if isinstance(value, list) else value
 
 
-class DataConfig(_Strict):
+class DataConfig(StrictModel):
     root: Path | None = None
     synth: SynthSpec | None = None
     sequence: str = "T2WI"
@@ -91,7 +94,7 @@ class DataConfig(_Strict):
         return self
 
 
-class ClassifierTraining(_Strict):
+class ClassifierTraining(StrictModel):
     """Wu 2020 eMethods 4: stage 1 trains sub-networks 2-3 with sub-network 1 frozen, stage 2 trains everything.
 
     The hybrid then trains sub-network 4 (the MLP) alone on the frozen image features, full batch, with Rprop (the
@@ -114,7 +117,7 @@ class ClassifierTraining(_Strict):
     hybrid_l2: float = Field(1e-3, ge=0, description="hybrid: weight decay (L2) on the MLP")
 
 
-class DetectorTraining(_Strict):
+class DetectorTraining(StrictModel):
     """Lu 2018 (Table 2): SGD lr 1e-3, dropped to 1e-4 for the last quarter, momentum 0.9, weight decay 5e-4.
 
     Training is approximate joint training (RPN and detection losses summed, one backward), torchvision's way; Lu
@@ -134,14 +137,14 @@ class DetectorTraining(_Strict):
     score_threshold: float = Field(0.05, ge=0, le=1, description="detections kept for evaluation")
 
 
-class EarlyStopping(_Strict):
+class EarlyStopping(StrictModel):
     metric: str = "val_auc"
     mode: Literal["max", "min"] = "max"
     patience: int = Field(10, ge=1)
     min_delta: float = Field(0.0, ge=0)
 
 
-class TrialConfig(_Strict):
+class TrialConfig(StrictModel):
     """One training run. The same keys are one point of a sweep."""
 
     name: str = "trial"
@@ -240,15 +243,36 @@ def parse_config(raw: dict, source: str = "config") -> TrialConfig:
     return config
 
 
-def load_config(path: Path | str, overrides: list[str] = ()) -> TrialConfig:
-    """Load a trial YAML, apply ``--set`` overrides, validate."""
+def load_yaml(path: Path | str) -> Any:
+    """``yaml.safe_load`` of a config file; a missing file or bad YAML raises `ConfigError` naming the file."""
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        return yaml.safe_load(path.read_text())
     except FileNotFoundError:
         raise ConfigError(f"{path}: file not found") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a folder; give a YAML file") from None
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"{path}: not a text file ({error.reason}); save it as UTF-8") from None
     except yaml.YAMLError as error:
         raise ConfigError(f"{path}: not valid YAML: {error}") from None
+
+
+def load_config(path: Path | str, overrides: list[str] = ()) -> TrialConfig:
+    """Load a trial YAML, apply ``--set`` overrides, validate."""
+    raw = load_yaml(path) or {}
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping of keys at the top level")
     return parse_config(apply_overrides(raw, list(overrides)), str(path))
+
+
+def trial_epochs(config: dict[str, Any]) -> int:
+    """Epochs a resolved trial config reports: the detector's, or the classifier's stages (the hybrid's MLP stage
+    counts as one). The sweep planner sizes ASHA with it; tracking logs it as the ``epochs`` param."""
+    train = config.get("train") or {}
+    if config["task"] == "detection":
+        return int(train["epochs"])
+    epochs = train["stage1_epochs"] + train["stage2_epochs"]
+    if config["model"] == "wu2020_hybrid":
+        epochs += 1 + train["hybrid_finetune_epochs"]
+    return int(epochs)

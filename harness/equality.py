@@ -3,7 +3,7 @@
 Classifier probabilities must agree within `PROBABILITY_TOLERANCE` (absolute). Detector detections above
 `SCORE_THRESHOLD` must match one to one (same label, IoU >= `MIN_IOU`, score within the same tolerance); detections
 within `SCORE_MARGIN` of the threshold may fall on either side of it in reduced precision and need no match.
-A fast path's time counts only when its check passes (`harness.bench_run`, `benchmarks/`).
+A fast path's time counts only when its check passes (`harness.bench.run`, `benchmarks/`).
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ from `harness.models` and runs it under ``torch.inference_mode``:
   graph per input shape).
 
 A fast path is trusted only when its outputs equal fp32 eager outputs on the same images (`verify_fast_path`,
-`harness.equality.check_equal`). Weights for timing without training: `harness.bench_weights`.
+`harness.equality.check_equal`). Weights for timing without training: `harness.bench.weights`.
 """
 
 from __future__ import annotations
@@ -30,9 +30,8 @@ import torch
 import torch.nn as nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from harness.equality import EqualityReport, check_equal
 from harness.models import model_task
-
-from .equality import EqualityReport, check_equal
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 AMP_SCOPES = ("all", "box_head")
@@ -86,8 +85,9 @@ class InferenceOptions:
         if self.cuda_graphs and not self.device.startswith("cuda"):
             raise ValueError("cuda_graphs is a GPU path: use it with device 'cuda'")
         if self.cuda_graphs and self.compile:
-            raise ValueError("cuda_graphs and compile together: choose one (compile's reduce-overhead mode also "
-                             "uses CUDA graphs)")  # fmt: skip
+            raise ValueError(
+                "cuda_graphs and compile together: choose one (compile's reduce-overhead mode also uses CUDA graphs)"
+            )
 
     @property
     def is_eager_fp32(self) -> bool:
@@ -121,8 +121,12 @@ def parse_paths(text: str, device: str = "cpu") -> InferenceOptions:
             f"unknown path part(s) {sorted(unknown)} in {text!r}: use DTYPE[@box_head] followed by any of "
             + "".join(f"[+{flag}]" for flag in FLAGS)
         )
-    return InferenceOptions(device=device, dtype=dtype if has_dtype else "fp32", amp_scope=scope or "all",
-                            **{flag: flag in flags for flag in FLAGS})  # fmt: skip
+    return InferenceOptions(
+        device=device,
+        dtype=dtype if has_dtype else "fp32",
+        amp_scope=scope or "all",
+        **{flag: flag in flags for flag in FLAGS},
+    )
 
 
 @dataclass(frozen=True)
@@ -240,8 +244,10 @@ class Predictor:
         self.name = getattr(model, "registry_name", type(model).__name__)
         self.task = model_task(self.name) if hasattr(model, "registry_name") else _guess_task(model)
         if options.cuda_graphs and self.task != "classification":
-            raise ValueError(f"cuda_graphs: classifiers only ({self.name} is a detector: its shapes depend on the "
-                             "data, so it cannot be captured as one graph)")  # fmt: skip
+            raise ValueError(
+                f"cuda_graphs: classifiers only ({self.name} is a detector: its shapes depend on the "
+                "data, so it cannot be captured as one graph)"
+            )
         self.device = torch.device(options.device)
         self.hybrid = self.task == "classification" and getattr(model, "clinical_features", None) is not None
         model = copy.deepcopy(model).eval().to(self.device)
@@ -310,8 +316,9 @@ class Predictor:
     def _probabilities(self, images: torch.Tensor, clinical: torch.Tensor | None) -> torch.Tensor:
         # No autocast weight cache under CUDA graph capture: cached casts would be freed after the capture.
         cache = not self.options.cuda_graphs
-        with torch.autocast(self.device.type, dtype=self._dtype or torch.float32, enabled=self._dtype is not None,
-                            cache_enabled=cache):  # fmt: skip
+        with torch.autocast(
+            self.device.type, dtype=self._dtype or torch.float32, enabled=self._dtype is not None, cache_enabled=cache
+        ):
             logits = self._forward(images) if clinical is None else self._forward(images, clinical)
         return logits.float().softmax(dim=1)[:, -1]
 
@@ -332,8 +339,10 @@ def fold_batch_norms(module: nn.Module) -> nn.Module:
     folded = _fold(module)
     left = sorted(foreign | {type(m).__name__ for m in folded.modules() if _is_batch_norm(m)})
     if left:
-        raise ValueError(f"fuse: BatchNorm layers ({', '.join(left)}) could not be folded into a convolution in "
-                         f"{type(module).__name__}; run this model without fuse")  # fmt: skip
+        raise ValueError(
+            f"fuse: BatchNorm layers ({', '.join(left)}) could not be folded into a convolution in "
+            f"{type(module).__name__}; run this model without fuse"
+        )
     return folded
 
 

@@ -1,4 +1,5 @@
-"""Every MLflow call of the harness (DESIGN.md §4).
+"""Every MLflow call of the harness, writes and reads (docs/sweeps.md, "MLflow layout"); a test keeps it the only
+module that imports ``mlflow``.
 
 Layout: one experiment per sweep name; one parent run per sweep; one child run per trial, named after its grid
 point and tagged with the trial's key, so that a retried or restored trial finds and continues its own run.
@@ -15,14 +16,14 @@ Rules this module keeps:
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 import os
-import subprocess
-from collections.abc import Iterable
+import tempfile
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +33,8 @@ STUDY_TAG = "harness.study"
 PARENT_TAG = "mlflow.parentRunId"
 PATH_KEYS = ("data.root", "data.synth.out", "output_dir")  # never logged: file paths
 MAX_PARAM_LENGTH = 500
+EXCLUDED_EXPERIMENTS = ("benchmarks",)  # `harness bench` results: no sweep to compare
+T = TypeVar("T")
 
 
 def default_tracking_uri(folder: Path | None = None) -> str:
@@ -65,28 +68,6 @@ def prepare_experiment(uri: str, name: str) -> str:
     return client.create_experiment(name, artifact_location=f"{root}/{name}" if root else None)
 
 
-def git_commit() -> str:
-    """The harness checkout's commit (``unknown`` outside a git checkout), ``+dirty`` with uncommitted changes."""
-    repo = Path(__file__).resolve().parents[1]
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, check=True)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo,
-                               capture_output=True, text=True, check=True)  # fmt: skip
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return commit.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
-
-
-def dataset_fingerprint(root: Path) -> str:
-    """A short digest of a dataset's manifest and annotations (what defines patients, labels and boxes)."""
-    digest = hashlib.sha256()
-    for name in ("manifest.csv", "annotations.csv"):
-        path = Path(root) / name
-        digest.update(name.encode())
-        digest.update(path.read_bytes() if path.is_file() else b"-")
-    return digest.hexdigest()[:16]
-
-
 def flatten(mapping: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     """``{"train": {"lr": 1}}`` -> ``{"train.lr": 1}``."""
     flat: dict[str, Any] = {}
@@ -102,7 +83,7 @@ def flatten(mapping: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 def trial_params(config: dict[str, Any], point: dict[str, Any]) -> dict[str, str]:
     """Params of a trial: stable names first (task, model, sequence, augment, backbone, lr, epochs, batch_size),
     then the varied values and the whole resolved config, flattened, without file paths."""
-    from harness.sweep import trial_epochs
+    from harness.config import trial_epochs
 
     train = config.get("train") or {}
     detection = config["task"] == "detection"
@@ -187,8 +168,16 @@ def _metrics(metrics: dict[str, float], step: int) -> list:
 class TrialRun:
     """A trial's child run, from inside the trial process (a Ray worker)."""
 
-    def __init__(self, uri: str, experiment_id: str, parent_run_id: str, trial_key: str, run_name: str,
-                 tags: dict[str, str], system_metrics: bool = True):  # fmt: skip
+    def __init__(
+        self,
+        uri: str,
+        experiment_id: str,
+        parent_run_id: str,
+        trial_key: str,
+        run_name: str,
+        tags: dict[str, str],
+        system_metrics: bool = True,
+    ):
         import mlflow
 
         self.uri, self.key = uri, trial_key
@@ -199,12 +188,16 @@ class TrialRun:
             filter_string=f"tags.`{PARENT_TAG}` = '{parent_run_id}' and tags.`{TRIAL_TAG}` = '{trial_key}'",
         )
         self.resumed = bool(existing)
-        # mlflow would tag the run with the worker script's file path; no file paths in tags (DESIGN.md §3).
+        # mlflow would tag the run with the worker script's file path; no file paths in tags (docs/data-format.md).
         run_id = existing[0].info.run_id if existing else None
-        self.run = mlflow.start_run(run_id=run_id, experiment_id=None if run_id else experiment_id,
-                                    run_name=None if run_id else run_name, parent_run_id=parent_run_id,
-                                    tags={TRIAL_TAG: trial_key, "mlflow.source.name": "harness run", **tags},
-                                    log_system_metrics=system_metrics)  # fmt: skip
+        self.run = mlflow.start_run(
+            run_id=run_id,
+            experiment_id=None if run_id else experiment_id,
+            run_name=None if run_id else run_name,
+            parent_run_id=parent_run_id,
+            tags={TRIAL_TAG: trial_key, "mlflow.source.name": "harness run", **tags},
+            log_system_metrics=system_metrics,
+        )
         self.run_id = self.run.info.run_id
 
     def log_params(self, params: dict[str, str]) -> None:
@@ -245,15 +238,6 @@ def end_trial_run(uri: str, experiment_id: str, parent_run_id: str, trial_key: s
             client.set_terminated(run.info.run_id, status=status)
 
 
-def harness_version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("lnm-harness")
-    except PackageNotFoundError:
-        return "unknown"
-
-
 def tracking_uri_from(option: str | None) -> str:
     """The tracking URI to use: the option, else ``MLFLOW_TRACKING_URI``, else the default sqlite database."""
     return option or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri()
@@ -288,3 +272,132 @@ def log_benchmark_run(
     )
     client.set_terminated(run_id, status="FINISHED")
     return run_id
+
+
+# --- Reading a sweep back (``harness compare``) ---------------------------------------------------------------------
+
+
+class ExperimentNotFoundError(ValueError):
+    """The experiment asked for (or any sweep experiment) is not in the tracking store."""
+
+
+@dataclass
+class RunRecord:
+    """A run as ``harness compare`` needs it: plain data, no MLflow object."""
+
+    run_id: str
+    name: str
+    status: str
+    start_time: int = 0
+    tags: dict[str, str] = field(default_factory=dict)
+    params: dict[str, str] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class SweepRuns:
+    """The latest execution of a sweep: its experiment, its parent run and the parent's child runs."""
+
+    experiment: str
+    parent: RunRecord
+    children: list[RunRecord]
+
+
+def _record(run) -> RunRecord:
+    return RunRecord(
+        run_id=run.info.run_id,
+        name=run.info.run_name or run.info.run_id,
+        status=run.info.status,
+        start_time=run.info.start_time or 0,
+        tags=dict(run.data.tags),
+        params=dict(run.data.params),
+        metrics=dict(run.data.metrics),
+    )
+
+
+def _search(client, experiment_id: str, filter_string: str) -> list:
+    """Every run matching ``filter_string``, across result pages."""
+    runs, token = [], None
+    while True:
+        page = client.search_runs([experiment_id], filter_string=filter_string, max_results=1000, page_token=token)
+        runs += list(page)
+        token = page.token
+        if not token:
+            return runs
+
+
+def _experiments(client) -> list:
+    """Active experiments, newest first."""
+    found, token = [], None
+    while True:
+        page = client.search_experiments(max_results=1000, page_token=token)
+        found += list(page)
+        token = page.token
+        if not token:
+            return sorted(found, key=lambda e: e.creation_time or 0, reverse=True)
+
+
+def _latest_parent(client, experiment_id: str):
+    """The most recently started sweep parent run of an experiment (children carry the parent tag), or None."""
+    runs = _search(client, experiment_id, f"tags.`{SWEEP_TAG}` LIKE '%'")
+    parents = [r for r in runs if PARENT_TAG not in r.data.tags]
+    return max(parents, key=lambda r: r.info.start_time or 0, default=None)
+
+
+def _find_sweep(client, name: str | None, uri: str):
+    experiments = _experiments(client)
+    known = ", ".join(sorted(e.name for e in experiments)) or "none"
+    if name is not None:
+        exp = next((e for e in experiments if e.name == name), None)
+        parent = _latest_parent(client, exp.experiment_id) if exp else None
+        if exp is None or parent is None:
+            why = "not found" if exp is None else "holds no sweep parent run"
+            raise ExperimentNotFoundError(f"experiment {name!r} {why} in {uri}; known experiments: {known}")
+        return exp, parent
+    for exp in experiments:
+        if exp.name in EXCLUDED_EXPERIMENTS:
+            continue
+        parent = _latest_parent(client, exp.experiment_id)
+        if parent is not None:
+            return exp, parent
+    raise ExperimentNotFoundError(f"no experiment with a sweep run in {uri}; known experiments: {known}")
+
+
+def _check_store_exists(uri: str) -> None:
+    """A sqlite store that does not exist is an error, not a new empty database left behind by a read."""
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
+        raise ExperimentNotFoundError(
+            f"no MLflow database at {uri.removeprefix('sqlite:///')}: run a sweep here first (harness run), or give "
+            "--tracking-uri"
+        )
+
+
+def latest_sweep_runs(uri: str, experiment: str | None) -> SweepRuns:
+    """The latest parent run of ``experiment`` and its child runs.
+
+    Args:
+        uri: tracking URI.
+        experiment: experiment (= sweep) name; None picks the most recently created experiment that holds a sweep
+            parent run (``benchmarks`` excluded).
+
+    Raises:
+        ExperimentNotFoundError: no database, no such experiment, or it holds no sweep parent run (the message lists
+            the experiments the store knows).
+    """
+    _check_store_exists(uri)
+    client = _client(uri)
+    exp, parent = _find_sweep(client, experiment, uri)
+    children = _search(client, exp.experiment_id, f"tags.`{PARENT_TAG}` = '{parent.info.run_id}'")
+    return SweepRuns(exp.name, _record(parent), [_record(run) for run in children])
+
+
+def read_artifact(uri: str, run_id: str, artifact: str, reader: Callable[[Path], T]) -> T | None:
+    """``reader(local copy)`` of a run's artifact; None when the artifact is missing or cannot be downloaded."""
+    from mlflow.exceptions import MlflowException
+
+    with tempfile.TemporaryDirectory() as folder:
+        try:
+            path = _client(uri).download_artifacts(run_id, artifact, folder)
+        except (MlflowException, OSError):
+            return None
+        return reader(Path(path))

@@ -179,8 +179,9 @@ class LiteConvNet(nn.Sequential):
         self, widths: Sequence[int] = (32, 64, 128, 256), depth: int = 2, stem_width: int = 16, in_channels: int = 3
     ):
         if not widths or depth < 1 or stem_width < 1 or any(int(w) < 1 for w in widths):
-            raise ValueError(f"LiteConvNet needs positive widths, depth and stem_width, got {widths}, {depth}, "
-                             f"{stem_width}")  # fmt: skip
+            raise ValueError(
+                f"LiteConvNet needs positive widths, depth and stem_width, got {widths}, {depth}, {stem_width}"
+            )
         layers: OrderedDict[str, nn.Module] = OrderedDict(stem=_conv_bn_relu(in_channels, stem_width))
         channels = stem_width
         for index, width in enumerate(widths, start=1):

@@ -18,7 +18,7 @@ Shared conventions of the four builders:
   frozen batch norm and, by default, only their last 3 stages trainable; random backbones train everything, their
   batch norm included.
 - Lean RoI settings (``rpn_*_nms_top_n_*``, ``box_batch_size_per_image``...) pass through to ``FasterRCNN``; small
-  values make CPU runs bearable (DESIGN.md section 6).
+  values make CPU runs bearable (docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -348,9 +348,13 @@ def fasterrcnn_mobilenet_v3_fpn(
     trainable = _trainable_layers(trainable_backbone_layers, state is not None, 6, model_name)
     norm_layer = misc.FrozenBatchNorm2d if state is not None else nn.BatchNorm2d
     backbone = mobilenet_backbone(
-        backbone_name="mobilenet_v3_large", weights=None, fpn=True, norm_layer=norm_layer, trainable_layers=trainable,
+        backbone_name="mobilenet_v3_large",
+        weights=None,
+        fpn=True,
+        norm_layer=norm_layer,
+        trainable_layers=trainable,
         returned_layers=returned,
-    )  # fmt: skip
+    )
     if state is not None:  # body = IntermediateLayerGetter over `features`: keys without the "features." prefix
         source = weights_source("mobilenet_v3_large", weights_backbone)
         load_into(backbone.body, state, source=source, key_map=lambda k: k.removeprefix("features."))
@@ -452,10 +456,19 @@ def fasterrcnn_lite_fpn(
 
 # Builder arguments handed unchanged (but for types) to FasterRCNN / its GeneralizedRCNNTransform.
 _PASSTHROUGH = (
-    "min_size", "max_size", "image_mean", "image_std",
-    "rpn_pre_nms_top_n_train", "rpn_pre_nms_top_n_test", "rpn_post_nms_top_n_train", "rpn_post_nms_top_n_test",
-    "rpn_score_thresh", "box_batch_size_per_image", "box_detections_per_img", "box_score_thresh",
-)  # fmt: skip
+    "min_size",
+    "max_size",
+    "image_mean",
+    "image_std",
+    "rpn_pre_nms_top_n_train",
+    "rpn_pre_nms_top_n_test",
+    "rpn_post_nms_top_n_train",
+    "rpn_post_nms_top_n_test",
+    "rpn_score_thresh",
+    "box_batch_size_per_image",
+    "box_detections_per_img",
+    "box_score_thresh",
+)
 
 
 # Matching thresholds: only builders that expose them pass them on (the others keep torchvision's defaults).

@@ -125,8 +125,11 @@ def load_into(
             picked[target] = value
     # BatchNorm's step counter is absent from pre-2018 files (resnet18-f37072fd.pth) and only matters for momentum=None.
     missing = [k for k in own if k not in picked and not k.endswith("num_batches_tracked")]
-    wrong = [f"{k}: {tuple(picked[k].shape)} in file, {tuple(own[k].shape)} in model" for k in picked
-             if picked[k].shape != own[k].shape]  # fmt: skip
+    wrong = [
+        f"{k}: {tuple(picked[k].shape)} in file, {tuple(own[k].shape)} in model"
+        for k in picked
+        if picked[k].shape != own[k].shape
+    ]
     if missing or wrong:
         problems = _some(missing_keys=missing, keys_with_other_shapes=wrong)
         raise WeightsError(f"{source}: does not fit {type(module).__name__}: {problems}")
@@ -178,8 +181,11 @@ def _check_architecture(arch: str, state: StateDict, path: Path) -> None:
     reference = _reference_shapes(arch)
     missing = [k for k in reference if k not in state and not k.endswith("num_batches_tracked")]
     unexpected = [k for k in state if k not in reference]
-    wrong = [f"{k}: {tuple(state[k].shape)} in file, {reference[k]} expected" for k in state
-             if k in reference and tuple(state[k].shape) != reference[k]]  # fmt: skip
+    wrong = [
+        f"{k}: {tuple(state[k].shape)} in file, {reference[k]} expected"
+        for k in state
+        if k in reference and tuple(state[k].shape) != reference[k]
+    ]
     if missing or unexpected or wrong:
         raise WeightsError(
             f"weights file {str(path)!r} is not a torchvision {arch} state_dict: "

@@ -16,7 +16,7 @@ layer2.0              [3x3/2 conv 128, 3x3 conv 128] + 1x1/2 conv shortcut    8x
 ====================  =====================================================  ==========
 
 The caption's example "32x32 @ 64" is exactly ResNet18's stride-2 7x7 stem on a 64-pixel input, so the stem is
-ResNet's unchanged (no small-input stem). DESIGN.md reads "building blocks" as stages (stem + layer1 + layer2):
+ResNet's unchanged (no small-input stem). The project reads "building blocks" as stages (stem + layer1 + layer2):
 ``backbone_blocks=4`` gives that; the output is the same 8x8 @ 128, with one more 128-channel block (+0.30 M params).
 
 Sub-network 2, "six freshly added layers", in Keras' layer count (ZeroPadding2D and ReLU are layers there), from the
@@ -195,7 +195,7 @@ def wu2020(
         backbone: sub-network 1's source network: ``resnet18`` (paper), ``resnet34``, ``resnet50``,
             ``mobilenet_v3_small`` (light).
         backbone_blocks: building blocks kept after the stem: 3 = the paper's reading (see module docstring), 4 =
-            DESIGN.md's stem + layer1 + layer2, None = the whole network (full ResNet18 ends at 2x2 @ 512 at 64 px).
+            stem + layer1 + layer2 (the stages), None = the whole network (full ResNet18 ends at 2x2 @ 512 at 64 px).
             Counted the same way on every backbone: 3 blocks of ResNet34/50 are their layer1 (16x16 at 64 px),
             of MobileNetV3-Small features[1:4] (8x8 @ 24).
         width: channels of sub-network 2's convolutions (and the feature size).

@@ -244,11 +244,25 @@ def score_distribution(labels: Any, scores: Any) -> dict[str, float]:
 
 # Key suffixes of classifier_report, in order; `{prefix}_` goes in front. Documented in docs/metrics.md.
 REPORT_KEYS = (
-    "auc", "auc_ci_low", "auc_ci_high", "threshold", "sensitivity", "specificity", "accuracy", "ppv", "npv",
-    "dl_score_median_pos", "dl_score_iqr_low_pos", "dl_score_iqr_high_pos",
-    "dl_score_median_neg", "dl_score_iqr_low_neg", "dl_score_iqr_high_neg",
-    "mannwhitney_p", "n_patients", "n_positive",
-)  # fmt: skip
+    "auc",
+    "auc_ci_low",
+    "auc_ci_high",
+    "threshold",
+    "sensitivity",
+    "specificity",
+    "accuracy",
+    "ppv",
+    "npv",
+    "dl_score_median_pos",
+    "dl_score_iqr_low_pos",
+    "dl_score_iqr_high_pos",
+    "dl_score_median_neg",
+    "dl_score_iqr_low_neg",
+    "dl_score_iqr_high_neg",
+    "mannwhitney_p",
+    "n_patients",
+    "n_positive",
+)
 SUBGROUP_KEYS = ("auc", "sensitivity", "specificity", "accuracy", "mannwhitney_p", "n_patients", "n_positive")
 SUBGROUPS = ("mrln_pos", "mrln_neg")
 

@@ -79,17 +79,29 @@ def build_data(config: TrialConfig, root: Path | None = None, progress: bool = F
 
         def make(patients, transform=None):
             return TumourSliceDataset(
-                index, patients, sequence=data.sequence, size=data.crop_size, margin_mm=data.margin_mm,
-                transform=transform, progress=progress,
-            )  # fmt: skip
+                index,
+                patients,
+                sequence=data.sequence,
+                size=data.crop_size,
+                margin_mm=data.margin_mm,
+                transform=transform,
+                progress=progress,
+            )
     else:
 
         def make(patients, transform=None, negatives=True):
             return NodeSliceDataset(
-                index, patients, sequence=data.sequence, image_size=data.image_size, targets=data.targets,
-                label_mode=data.label_mode, negatives=negatives, transform=transform, progress=progress,
+                index,
+                patients,
+                sequence=data.sequence,
+                image_size=data.image_size,
+                targets=data.targets,
+                label_mode=data.label_mode,
+                negatives=negatives,
+                transform=transform,
+                progress=progress,
                 spacing_mm=data.spacing_mm,
-            )  # fmt: skip
+            )
 
     augment = create_augmentation(data.augment, config.task)
     # Only the training set may drop slices without targets (Lu trained on annotated slices); evaluation keeps

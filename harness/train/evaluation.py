@@ -64,15 +64,22 @@ def _classifier_final(model, config: TrialConfig, data, device, dtype, out: Path
         scores = slices.patient_level()
         mr_ln = slices.patient_mr_ln(scores)
         report = classifier_report(
-            train_scores, scores, val_mr_ln_status=mr_ln if (mr_ln >= 0).all() else None,
-            val_slice_probs=slices.probs, val_slice_labels=slices.labels, prefix=prefix, n_boot=config.n_boot,
+            train_scores,
+            scores,
+            val_mr_ln_status=mr_ln if (mr_ln >= 0).all() else None,
+            val_slice_probs=slices.probs,
+            val_slice_labels=slices.labels,
+            prefix=prefix,
+            n_boot=config.n_boot,
             seed=config.seed,
-        )  # fmt: skip
+        )
         metrics.update(report)
         curves[prefix] = (scores.labels, scores.scores)
         rows += [(prefix, p, s, y) for p, s, y in zip(scores.patients, scores.scores, scores.labels, strict=True)]
-    rows += [("train", p, s, y) for p, s, y in zip(train_scores.patients, train_scores.scores, train_scores.labels,
-                                                     strict=True)]  # fmt: skip
+    rows += [
+        ("train", p, s, y)
+        for p, s, y in zip(train_scores.patients, train_scores.scores, train_scores.labels, strict=True)
+    ]
     with (out / "predictions.csv").open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["split", "patient", "dl_score", "lnm"])
@@ -97,8 +104,9 @@ def _attention_maps(model, dataset, slices, folder: Path, per_class: int = 2) ->
         cam = grad_cam(model, image, clinical=clinical)
         name = f"{sample['patient']}_z{sample['slice_position']:+.1f}_lnm{sample['label']}.png"
         title = f"{sample['patient']} z={sample['slice_position']:.1f} mm, LNM {sample['label']}"
-        save_attention_png(image, folder / name, saliency=saliency, cam=cam, title=title,
-                           probability=float(slices.probs[i]))  # fmt: skip
+        save_attention_png(
+            image, folder / name, saliency=saliency, cam=cam, title=title, probability=float(slices.probs[i])
+        )
 
 
 def _detector_final(model, config: TrialConfig, data, device, dtype, out: Path) -> dict[str, float]:
@@ -113,8 +121,17 @@ def _detector_final(model, config: TrialConfig, data, device, dtype, out: Path) 
             _pr_plot(preds, gts, dataset.classes, metrics, out / "pr.png")
             _drawn_detections(dataset, preds, gts, fields, out / "detections", config.train.score_threshold)
         for pred, gt, item, score in zip(preds, gts, fields, det.highest_scores(preds), strict=True):
-            rows.append((prefix, item["patient"], f"{item['slice_position']:.3f}", f"{score:.6f}", len(gt["boxes"]),
-                         len(pred["boxes"]), int(item["lnm"])))  # fmt: skip
+            rows.append(
+                (
+                    prefix,
+                    item["patient"],
+                    f"{item['slice_position']:.3f}",
+                    f"{score:.6f}",
+                    len(gt["boxes"]),
+                    len(pred["boxes"]),
+                    int(item["lnm"]),
+                )
+            )
     with (out / "predictions.csv").open("w", newline="") as handle:
         writer = csv.writer(handle)
         # lnm: the patient's nodal status from the manifest (not n_targets > 0: the truth of val_patient_auc)
@@ -137,9 +154,15 @@ def _drawn_detections(dataset, preds, gts, fields, folder: Path, threshold: floa
     for i in with_targets[:count] + without[:1]:
         item = fields[i]
         name = f"{item['patient']}_z{item['slice_position']:+.1f}.png"
-        draw_detections(dataset[i]["image"], folder / name, prediction=preds[i], target=gts[i],
-                        class_names=dataset.classes, score_threshold=threshold,
-                        title=f"{item['patient']} z={item['slice_position']:.1f} mm")  # fmt: skip
+        draw_detections(
+            dataset[i]["image"],
+            folder / name,
+            prediction=preds[i],
+            target=gts[i],
+            class_names=dataset.classes,
+            score_threshold=threshold,
+            title=f"{item['patient']} z={item['slice_position']:.1f} mm",
+        )
 
 
 def final_evaluation(model, config: TrialConfig, data, device, dtype, out: Path) -> dict[str, float]:

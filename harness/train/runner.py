@@ -136,8 +136,12 @@ class _Run:
         if last or patience_out:
             self.state.finished_stages.append(stage)
         self.state.history.append({"stage": stage, **metrics})
-        extra = {"loop": self.state.as_dict(), "stage": stage, "optimizer": optimizer.state_dict(),
-                 "rng": torch.get_rng_state()}  # fmt: skip
+        extra = {
+            "loop": self.state.as_dict(),
+            "stage": stage,
+            "optimizer": optimizer.state_dict(),
+            "rng": torch.get_rng_state(),
+        }
         if self.is_main:
             save_checkpoint(self.last, model=self.model, config=self.config.resolved(), **extra)
             if is_best:
@@ -155,12 +159,23 @@ class _Run:
     def loader(self, dataset, batch_size: int, shuffle: bool, collate_fn=None) -> DataLoader:
         """Batches for training; data-parallel: this worker's shard, ``batch_size`` split over the workers."""
         if self.dist is not None:
-            return DataLoader(dataset, batch_size=self.dist.per_worker_batch(batch_size), collate_fn=collate_fn,
-                              sampler=self.dist.sampler(dataset, shuffle, self.config.seed),
-                              num_workers=self.config.num_workers, worker_init_fn=seed_worker)  # fmt: skip
-        return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=self.generator,
-                          collate_fn=collate_fn, num_workers=self.config.num_workers,
-                          worker_init_fn=seed_worker)  # fmt: skip
+            return DataLoader(
+                dataset,
+                batch_size=self.dist.per_worker_batch(batch_size),
+                collate_fn=collate_fn,
+                sampler=self.dist.sampler(dataset, shuffle, self.config.seed),
+                num_workers=self.config.num_workers,
+                worker_init_fn=seed_worker,
+            )
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            shuffle=shuffle,
+            generator=self.generator,
+            collate_fn=collate_fn,
+            num_workers=self.config.num_workers,
+            worker_init_fn=seed_worker,
+        )
 
 
 def _train_classifier(run: _Run, data) -> None:
@@ -186,9 +201,18 @@ def _train_classifier(run: _Run, data) -> None:
                 while run.state.stage_epochs.get(stage.name, 0) < stage.epochs:
                     run.model.train()
                     set_epoch(loader, run.state.epoch)
-                    loss = train_one_epoch(stage=stage.name, state=run.state, loader=loader, loss_fn=loss_fn,
-                                           optimizer=optimizer, device=run.device, dtype=run.dtype,
-                                           scaler=run.scaler, hooks=run.hooks, progress=run.progress)  # fmt: skip
+                    loss = train_one_epoch(
+                        stage=stage.name,
+                        state=run.state,
+                        loader=loader,
+                        loss_fn=loss_fn,
+                        optimizer=optimizer,
+                        device=run.device,
+                        dtype=run.dtype,
+                        scaler=run.scaler,
+                        hooks=run.hooks,
+                        progress=run.progress,
+                    )
                     metrics = {"train_loss": loss, **_classifier_validation(run, data)}
                     last = run.state.stage_epochs.get(stage.name, 0) + 1 == stage.epochs
                     if run.end_epoch(stage.name, metrics, optimizer, not stage.freeze_subnetwork1, last):
@@ -215,10 +239,20 @@ def _train_detector(run: _Run, data) -> None:
         while "detector" not in run.state.finished_stages:
             run.model.train()
             set_epoch(loader, run.state.epoch)
-            loss = train_one_epoch(stage="detector", state=run.state, loader=loader, loss_fn=loss_fn,
-                                   optimizer=optimizer, device=run.device, dtype=run.dtype, scaler=run.scaler,
-                                   hooks=run.hooks, lr_at=lr_at, grad_clip=train.grad_clip,
-                                   progress=run.progress)  # fmt: skip
+            loss = train_one_epoch(
+                stage="detector",
+                state=run.state,
+                loader=loader,
+                loss_fn=loss_fn,
+                optimizer=optimizer,
+                device=run.device,
+                dtype=run.dtype,
+                scaler=run.scaler,
+                hooks=run.hooks,
+                lr_at=lr_at,
+                grad_clip=train.grad_clip,
+                progress=run.progress,
+            )
             metrics = {"train_loss": loss}
             done = run.state.stage_epochs.get("detector", 0) + 1
             last = done == train.epochs

@@ -1,4 +1,4 @@
-"""Every Ray call of the harness (DESIGN.md §4), in this package: `driver` (the cluster, the Tuners of a sweep's
+"""Every Ray call of the harness (docs/architecture.md), in this package: `driver` (the cluster, the Tuners of a sweep's
 studies) and `trial` (the Tune trainable: one training run with MLflow logging and Tune reporting attached through
 the training hooks, data-parallel with Ray Train's TorchTrainer when a trial asks for several workers).
 """

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.sweep import SweepError
+from harness.sweep.plan import SweepError
 
 from .trial import train_trial
 
@@ -64,11 +64,13 @@ def check_resources(studies, cluster: dict[str, float], source: str) -> None:
         if res.gpus > 0 and cluster.get("GPU", 0) == 0:
             raise SweepError(f"{where}.gpus: {res.gpus} GPU per trial, but the Ray cluster has no GPU; set gpus: 0")
         if res.gpus * res.workers > cluster.get("GPU", 0) > 0 and res.gpus >= 1:
-            raise SweepError(f"{where}.gpus: {res.gpus * res.workers:g} GPUs per trial; the cluster has "
-                             f"{cluster['GPU']:g}")  # fmt: skip
+            raise SweepError(
+                f"{where}.gpus: {res.gpus * res.workers:g} GPUs per trial; the cluster has {cluster['GPU']:g}"
+            )
         if res.cpus * res.workers > cluster.get("CPU", 0):
-            raise SweepError(f"{where}.cpus: {res.cpus * res.workers:g} CPUs per trial; the cluster has "
-                             f"{cluster.get('CPU', 0):g}")  # fmt: skip
+            raise SweepError(
+                f"{where}.cpus: {res.cpus * res.workers:g} CPUs per trial; the cluster has {cluster.get('CPU', 0):g}"
+            )
 
 
 def _trainable(resources):
@@ -87,8 +89,13 @@ def _scheduler(plan):
     s = plan.study.scheduler
     if s.type == "none":
         return None
-    return ASHAScheduler(metric=s.metric, mode=s.mode, grace_period=s.grace_period,
-                         reduction_factor=s.reduction_factor, max_t=plan.max_epochs + 1)  # fmt: skip
+    return ASHAScheduler(
+        metric=s.metric,
+        mode=s.mode,
+        grace_period=s.grace_period,
+        reduction_factor=s.reduction_factor,
+        max_t=plan.max_epochs + 1,
+    )
 
 
 def _trial_key(trial) -> str:
@@ -107,19 +114,35 @@ def _tuner(plan, storage: Path, tracking_info: dict, callbacks: list, resume: bo
     if path.exists():
         shutil.rmtree(path)  # a study that never saved Tune state: start it cleanly
     resources = study.resources.model_dump()
-    trials = [{"key": t.key, "run_name": t.run_name, "study": t.study, "point": t.point, "config": t.config,
-               "resources": resources} for t in plan.trials]  # fmt: skip
+    trials = [
+        {
+            "key": t.key,
+            "run_name": t.run_name,
+            "study": t.study,
+            "point": t.point,
+            "config": t.config,
+            "resources": resources,
+        }
+        for t in plan.trials
+    ]
     return tune.Tuner(
         trainable,
         param_space={"trial": tune.grid_search(trials), "tracking": tracking_info},
-        tune_config=tune.TuneConfig(scheduler=_scheduler(plan), max_concurrent_trials=study.max_concurrent or None,
-                                    trial_name_creator=_trial_key, trial_dirname_creator=_trial_key),
+        tune_config=tune.TuneConfig(
+            scheduler=_scheduler(plan),
+            max_concurrent_trials=study.max_concurrent or None,
+            trial_name_creator=_trial_key,
+            trial_dirname_creator=_trial_key,
+        ),
         run_config=tune.RunConfig(
-            name=study.name, storage_path=str(storage), verbose=0, callbacks=callbacks,
+            name=study.name,
+            storage_path=str(storage),
+            verbose=0,
+            callbacks=callbacks,
             failure_config=tune.FailureConfig(max_failures=study.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
         ),
-    )  # fmt: skip
+    )
 
 
 def run_study(plan, storage: Path, tracking_info: dict, board, resume: bool) -> list[TrialOutcome]:
@@ -139,8 +162,11 @@ def run_study(plan, storage: Path, tracking_info: dict, board, resume: bool) -> 
             status, error = "FINISHED", None
         else:
             status, error = "KILLED", None
-        outcomes.append(TrialOutcome(spec["key"], spec["run_name"], spec["study"], status,
-                                     int(metrics.get("epoch", 0) or 0), error, metrics))  # fmt: skip
+        outcomes.append(
+            TrialOutcome(
+                spec["key"], spec["run_name"], spec["study"], status, int(metrics.get("epoch", 0) or 0), error, metrics
+            )
+        )
     return outcomes
 
 

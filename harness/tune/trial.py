@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from harness import tracking
+from harness import provenance, tracking
 from harness.config import parse_config
 from harness.train.hooks import EpochInfo, Hooks
 
@@ -96,12 +96,13 @@ def _open_run(spec: dict, track: dict, config) -> tracking.TrialRun:
     tags = {
         tracking.STUDY_TAG: spec["study"],
         "ray_node": ray.get_runtime_context().get_node_id(),
-        "dataset_fingerprint": tracking.dataset_fingerprint(ensure_dataset(config.data)),
+        "dataset_fingerprint": provenance.dataset_fingerprint(ensure_dataset(config.data)),
         "workers": str(spec["resources"]["workers"]),
         **track["tags"],
     }
-    run = tracking.TrialRun(track["uri"], track["experiment_id"], track["parent_run_id"], spec["key"],
-                            spec["run_name"], tags=tags)  # fmt: skip
+    run = tracking.TrialRun(
+        track["uri"], track["experiment_id"], track["parent_run_id"], spec["key"], spec["run_name"], tags=tags
+    )
     run.log_params(tracking.trial_params(spec["config"], spec["point"]))
     return run
 
@@ -184,8 +185,7 @@ def _data_parallel_worker(param: dict) -> None:
         if run is not None:
             run.end("FAILED")  # a scheduler stop ends the run as KILLED from the trial's driver side
         raise
-    final_step = _close_run(run, result) if run is not None else (result.history[-1]["epoch"] if result.history
-                                                                   else 0)  # fmt: skip
+    final_step = _close_run(run, result) if run is not None else (result.history[-1]["epoch"] if result.history else 0)
     ray.train.report({**_reportable(result.metrics), "epoch": final_step, "finished": 1})
 
 
@@ -202,11 +202,13 @@ def _train_data_parallel(param: dict) -> None:
     trainer = TorchTrainer(
         _data_parallel_worker,
         train_loop_config=param,
-        scaling_config=ray.train.ScalingConfig(num_workers=res["workers"], use_gpu=res["gpus"] > 0,
-                                               resources_per_worker=per_worker),
-        run_config=ray.train.RunConfig(storage_path=str(out.parent / "train"), name=spec["key"],
-                                       callbacks=[TuneReportCallback()]),
-    )  # fmt: skip
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=res["workers"], use_gpu=res["gpus"] > 0, resources_per_worker=per_worker
+        ),
+        run_config=ray.train.RunConfig(
+            storage_path=str(out.parent / "train"), name=spec["key"], callbacks=[TuneReportCallback()]
+        ),
+    )
     try:
         trainer.fit()
     except SystemExit:

@@ -12,9 +12,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import harness.bench_e2e as bench_e2e
-from harness.bench_e2e import Study, detector_inputs, end_to_end_case, find_study, read_volume
-from harness.bench_weights import benchmark_model, spread_detector_scores
+import harness.bench.e2e as bench_e2e
+from harness.bench.e2e import Study, detector_inputs, end_to_end_case, find_study, read_volume
+from harness.bench.weights import benchmark_model, spread_detector_scores
 from harness.datasets.dicom_io import frames_of, read_dicom
 from harness.datasets.errors import DicomFileError, SeriesError
 from harness.datasets.series import load_series

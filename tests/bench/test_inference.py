@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import harness.inference as inference
-from harness.bench_weights import benchmark_model, spread_detector_scores
+from harness.bench.weights import benchmark_model, spread_detector_scores
 from harness.equality import check_classifier, check_detections
 from harness.inference import (
     InferenceOptions,
@@ -120,8 +120,11 @@ def test_detector_check_catches_a_wrong_fast_path(detector, monkeypatch):
 
 
 def _det(boxes, scores, labels):
-    return {"boxes": torch.tensor(boxes, dtype=torch.float32), "scores": torch.tensor(scores),
-            "labels": torch.tensor(labels)}  # fmt: skip
+    return {
+        "boxes": torch.tensor(boxes, dtype=torch.float32),
+        "scores": torch.tensor(scores),
+        "labels": torch.tensor(labels),
+    }
 
 
 def test_check_detections_rules():

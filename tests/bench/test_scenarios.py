@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from harness.bench import (
+from harness.bench.scenarios import (
     NullBackend,
     Samples,
     ScenarioResult,
@@ -129,9 +129,9 @@ def test_null_backend_overhead_is_small_and_returns_input(samples):
 def test_a_path_a_model_cannot_take_is_reported_not_timed():
     from torchvision.ops.misc import FrozenBatchNorm2d
 
-    from harness.bench import load_samples
-    from harness.bench_run import bench_model
-    from harness.bench_weights import BenchWeights, benchmark_model, spread_detector_scores
+    from harness.bench.run import bench_model
+    from harness.bench.scenarios import load_samples
+    from harness.bench.weights import BenchWeights, benchmark_model, spread_detector_scores
     from harness.inference import InferenceOptions
 
     model = benchmark_model("fasterrcnn_lite_fpn", image_size=64)
@@ -142,9 +142,15 @@ def test_a_path_a_model_cannot_take_is_reported_not_timed():
     samples = load_samples("detection", image_size=64, count=4)
     spread_detector_scores(model, samples.images)
     weights = BenchWeights("fasterrcnn_lite_fpn", model.eval(), image_size=64)
-    reference, fused = bench_model("fasterrcnn_lite_fpn", [InferenceOptions(), InferenceOptions(fuse=True)],
-                                   scenario="single-stream", queries=2, case_slices=1, samples=samples,
-                                   weights=weights)  # fmt: skip
+    reference, fused = bench_model(
+        "fasterrcnn_lite_fpn",
+        [InferenceOptions(), InferenceOptions(fuse=True)],
+        scenario="single-stream",
+        queries=2,
+        case_slices=1,
+        samples=samples,
+        weights=weights,
+    )
     assert reference.equal and reference.timings["p50_ms"] > 0
     assert not fused.equal and fused.timings is None
     assert fused.equality.startswith("not applicable: fuse: BatchNorm layers (FrozenBatchNorm2d)")

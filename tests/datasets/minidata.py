@@ -18,8 +18,17 @@ from tests.dicom_factory import AXIAL, SAGITTAL, unit_normal, write_series
 
 T2_SHAPE = (6, 32, 40)  # slices, rows, columns
 ANNOTATION_COLUMNS = [
-    "patient_id", "sequence", "slice_position_mm", "kind", "location", "metastatic", "x_min", "y_min", "x_max", "y_max",
-]  # fmt: skip
+    "patient_id",
+    "sequence",
+    "slice_position_mm",
+    "kind",
+    "location",
+    "metastatic",
+    "x_min",
+    "y_min",
+    "x_max",
+    "y_max",
+]
 
 
 def _positions(orientation, origin, spacing, n):
@@ -34,11 +43,19 @@ def write_patient(root: Path, patient_id: str, lnm: int, *, skip: tuple[str, ...
     rng = np.random.default_rng(zlib.crc32(patient_id.encode()))
     specs = {
         "T2WI": dict(description="t2_tse_tra", orientation=AXIAL, n=6, shape=(32, 40), spacing=4.0, origin=(0, 0, -10)),
-        "CET1WI": dict(description="t1_vibe_sag_post", orientation=SAGITTAL, n=5, shape=(36, 30), spacing=3.0,
-                       origin=(-6, -50, 40)),
-        "DWI": dict(description="ep2d_diff_tra", orientation=AXIAL, n=6, shape=(24, 24), spacing=4.0,
-                    origin=(0, 0, -10), b_values=(0, 800)),
-    }  # fmt: skip
+        "CET1WI": dict(
+            description="t1_vibe_sag_post", orientation=SAGITTAL, n=5, shape=(36, 30), spacing=3.0, origin=(-6, -50, 40)
+        ),
+        "DWI": dict(
+            description="ep2d_diff_tra",
+            orientation=AXIAL,
+            n=6,
+            shape=(24, 24),
+            spacing=4.0,
+            origin=(0, 0, -10),
+            b_values=(0, 800),
+        ),
+    }
     for sequence, spec in specs.items():
         if sequence in skip:
             continue

@@ -98,9 +98,16 @@ def test_b_values_must_increase(b_values):
 def test_end_to_end_from_dwi_files(tmp_path):
     # default_pixels attenuates with exp(-b / 1000): ADC 1e-3 mm^2/s = 1000 units, up to rounding to integers.
     paths = write_series(
-        tmp_path, patient_id="P1", series_uid=generate_uid(), description="DWI", n_slices=3, rows=8, cols=8,
-        b_values=(0, 800), b_value_tag="ge",
-    )  # fmt: skip
+        tmp_path,
+        patient_id="P1",
+        series_uid=generate_uid(),
+        description="DWI",
+        n_slices=3,
+        rows=8,
+        cols=8,
+        b_values=(0, 800),
+        b_value_tag="ge",
+    )
     headers = [h for p in paths for h in frames_of(read_dicom(Path(p)), Path(p))]
     volumes = load_series(headers)
     adc = compute_adc(volumes[0.0], volumes[800.0])

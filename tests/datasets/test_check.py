@@ -107,8 +107,16 @@ def test_mixed_orientation_in_one_series_is_rejected(dataset):
     folder = dataset / "dicom" / "P03" / "T2WI"
     shutil.rmtree(folder)
     write_series(folder, patient_id="P03", series_uid=uid, description="t2_tse_tra", n_slices=3, rows=32, cols=40)
-    write_series(folder / "s", patient_id="P03", series_uid=uid, description="t2_tse_tra", n_slices=3, rows=32,
-                 cols=40, orientation=SAGITTAL)  # fmt: skip
+    write_series(
+        folder / "s",
+        patient_id="P03",
+        series_uid=uid,
+        description="t2_tse_tra",
+        n_slices=3,
+        rows=32,
+        cols=40,
+        orientation=SAGITTAL,
+    )
     report = check_dataset(dataset)
     assert any("P03" in e and "orientation" in e.lower() for e in errors_of(report)), errors_of(report)
 
@@ -118,15 +126,31 @@ def test_two_stacks_in_one_series_are_rejected(dataset):
     folder = dataset / "dicom" / "P03" / "T2WI"
     shutil.rmtree(folder)
     for sub in ("a", "b"):  # the same positions twice under one SeriesInstanceUID
-        write_series(folder / sub, patient_id="P03", series_uid=uid, description="t2_tse_tra", n_slices=6, rows=32,
-                     cols=40, origin=(0, 0, -10), slice_spacing=4.0)  # fmt: skip
+        write_series(
+            folder / sub,
+            patient_id="P03",
+            series_uid=uid,
+            description="t2_tse_tra",
+            n_slices=6,
+            rows=32,
+            cols=40,
+            origin=(0, 0, -10),
+            slice_spacing=4.0,
+        )
     report = check_dataset(dataset)
     assert any("P03" in e and "duplicate" in e.lower() for e in errors_of(report)), errors_of(report)
 
 
 def test_two_series_for_one_sequence_ask_for_an_explicit_map(dataset):
-    write_series(dataset / "dicom" / "P02" / "T2b", patient_id="P02", series_uid=generate_uid(),
-                 description="t2_tse_tra_repeat", n_slices=3, rows=8, cols=8)  # fmt: skip
+    write_series(
+        dataset / "dicom" / "P02" / "T2b",
+        patient_id="P02",
+        series_uid=generate_uid(),
+        description="t2_tse_tra_repeat",
+        n_slices=3,
+        rows=8,
+        cols=8,
+    )
     report = check_dataset(dataset)
     assert any("'P02'" in e and "2 series map to T2WI" in e and "sequences.yaml" in e for e in errors_of(report))
 

@@ -225,8 +225,9 @@ def test_projections_with_varying_orientation_rejected():
 def test_pre_read_pixels_give_the_same_volumes_without_reading(tmp_path, monkeypatch):
     stored = np.concatenate([default_pixels(3, 4, 4, 0), default_pixels(3, 4, 4, 800)])
     positions = [(0.0, 0.0, 2.0 * k) for k in (2, 0, 1)] * 2
-    path = write_enhanced(tmp_path / "e.dcm", pixels=stored, positions=positions, slopes=[1.0, 2.0, 3.0] * 2,
-                          b_values=[0] * 3 + [800] * 3)  # fmt: skip
+    path = write_enhanced(
+        tmp_path / "e.dcm", pixels=stored, positions=positions, slopes=[1.0, 2.0, 3.0] * 2, b_values=[0] * 3 + [800] * 3
+    )
     headers = headers_of([path])
     expected = load_series(headers)
     ds = read_dicom(path)

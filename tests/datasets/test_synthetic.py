@@ -37,15 +37,43 @@ RULES = (
 # From the papers: Wu 2020 eMethods 1 (centres 1-3), Lu 2018 Table 1 (centre 4).
 # centre: manufacturer, field (T), high b, {sequence: (thickness, thickness + gap, FOV width range, DWI matrix)}
 PAPERS = {
-    "1": ("SIEMENS", 1.5, 800, {"T2WI": (3.0, 3.3, (200, 200), None), "CET1WI": (3.6, 4.3, (260, 260), None),
-                                "DWI": (3.0, 3.4, (200, 200), (256, 256))}),
-    "2": ("GE MEDICAL SYSTEMS", 3.0, 800, {"T2WI": (5.0, 6.0, (360, 360), None), "CET1WI": (3.0, 3.0, (280, 280), None),
-                                           "DWI": (3.0, 3.3, (240, 240), (160, 112))}),
-    "3": ("SIEMENS", 3.0, 800, {"T2WI": (6.0, 7.0, (340, 340), None), "CET1WI": (4.0, 5.0, (360, 360), None),
-                                "DWI": (6.0, 7.0, (300, 300), (200, 196))}),
-    "4": ("GE MEDICAL SYSTEMS", 3.0, 700, {"T2WI": (6.0, 7.5, (360, 440), (320, 192)),
-                                           "DWI": (6.0, 7.5, (360, 520), (130, 96))}),
-}  # fmt: skip
+    "1": (
+        "SIEMENS",
+        1.5,
+        800,
+        {
+            "T2WI": (3.0, 3.3, (200, 200), None),
+            "CET1WI": (3.6, 4.3, (260, 260), None),
+            "DWI": (3.0, 3.4, (200, 200), (256, 256)),
+        },
+    ),
+    "2": (
+        "GE MEDICAL SYSTEMS",
+        3.0,
+        800,
+        {
+            "T2WI": (5.0, 6.0, (360, 360), None),
+            "CET1WI": (3.0, 3.0, (280, 280), None),
+            "DWI": (3.0, 3.3, (240, 240), (160, 112)),
+        },
+    ),
+    "3": (
+        "SIEMENS",
+        3.0,
+        800,
+        {
+            "T2WI": (6.0, 7.0, (340, 340), None),
+            "CET1WI": (4.0, 5.0, (360, 360), None),
+            "DWI": (6.0, 7.0, (300, 300), (200, 196)),
+        },
+    ),
+    "4": (
+        "GE MEDICAL SYSTEMS",
+        3.0,
+        700,
+        {"T2WI": (6.0, 7.5, (360, 440), (320, 192)), "DWI": (6.0, 7.5, (360, 520), (130, 96))},
+    ),
+}
 UID_RE = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))+$")
 
 
@@ -166,8 +194,12 @@ def test_b_values_are_written_the_vendor_way(series):
         tags[centre] = ("DiffusionBValue" in ds, (0x0019, 0x100C) in ds, (0x0043, 0x1039) in ds)
         if (0x0043, 0x1039) in ds:
             assert len(ds[0x0043, 0x1039].value) == 4 and ds.private_block(0x0043, "GEMS_PARM_01")
-    assert tags == {"1": (False, True, False), "2": (False, False, True), "3": (True, False, False),
-                    "4": (False, False, True)}  # fmt: skip
+    assert tags == {
+        "1": (False, True, False),
+        "2": (False, False, True),
+        "3": (True, False, False),
+        "4": (False, False, True),
+    }
     b800 = [ds for _, ds in series["SYN-C2-0001"]["DWI"] if b_value_of(ds)]
     assert int(b800[0][0x0043, 0x1039].value[0]) == 1_000_000_800
 

@@ -120,9 +120,15 @@ def test_bootstrap_ci_matches_a_naive_stratified_percentile_bootstrap(n, shift):
     np.testing.assert_allclose([low, high], naive, atol=0.015)
 
 
-@pytest.mark.parametrize(("labels", "scores"), [([0, 1], [0.3, 0.2]), ([0, 1, 1], [0.1, 0.5, 0.05]),
-                                                ([0, 0, 0, 0, 1], [0.1, 0.2, 0.3, 0.9, 0.25]),
-                                                ([0, 0, 1, 1], [0.5, 0.5, 0.5, 0.5])])  # fmt: skip
+@pytest.mark.parametrize(
+    ("labels", "scores"),
+    [
+        ([0, 1], [0.3, 0.2]),
+        ([0, 1, 1], [0.1, 0.5, 0.05]),
+        ([0, 0, 0, 0, 1], [0.1, 0.2, 0.3, 0.9, 0.25]),
+        ([0, 0, 1, 1], [0.5, 0.5, 0.5, 0.5]),
+    ],
+)
 def test_bootstrap_ci_never_fails_on_tiny_cohorts(labels, scores):
     low, high = bootstrap_auc_ci(labels, scores, n_boot=200)
     auc = roc_auc(labels, scores)
@@ -222,8 +228,9 @@ def test_youden_threshold_hand_made():
 def test_threshold_metrics_counts_score_equal_to_threshold_as_positive():
     m = threshold_metrics([1, 1, 0, 1, 0, 0], [0.8, 0.6, 0.5, 0.4, 0.6, 0.1], threshold=0.6)
     # positives called: 0.8, 0.6 (TP), 0.6 (FP); TP=2 FN=1 FP=1 TN=2
-    assert m == pytest.approx({"sensitivity": 2 / 3, "specificity": 2 / 3, "accuracy": 4 / 6, "ppv": 2 / 3,
-                               "npv": 2 / 3})  # fmt: skip
+    assert m == pytest.approx(
+        {"sensitivity": 2 / 3, "specificity": 2 / 3, "accuracy": 4 / 6, "ppv": 2 / 3, "npv": 2 / 3}
+    )
     assert math.isnan(threshold_metrics([0, 0], [0.1, 0.9], 0.5)["sensitivity"])
 
 
@@ -250,8 +257,9 @@ def cohort(n: int, seed: int) -> PatientScores:
 def test_classifier_report_keys_values_and_train_threshold():
     train, val = cohort(120, 1), cohort(60, 2)
     mr_ln = {p: int(i % 3 == 0) for i, p in enumerate(val.patients)}
-    rep = classifier_report(train, val, val_mr_ln_status=mr_ln, val_slice_probs=val.scores, val_slice_labels=val.labels,
-                            n_boot=300)  # fmt: skip
+    rep = classifier_report(
+        train, val, val_mr_ln_status=mr_ln, val_slice_probs=val.scores, val_slice_labels=val.labels, n_boot=300
+    )
     assert list(rep) == classifier_report_keys("val", mr_ln=True, slices=True)
     assert all(isinstance(v, float) and math.isfinite(v) for v in rep.values())
     threshold = youden_threshold(train.labels, train.scores)
@@ -267,8 +275,9 @@ def test_classifier_report_keys_values_and_train_threshold():
 
 def test_classifier_report_is_nan_not_an_error_for_degenerate_subgroups():
     train = cohort(40, 3)
-    val = PatientScores(np.array(["a", "b", "c", "d"]), np.array([0.9, 0.2, 0.6, 0.4]), np.array([1, 0, 1, 1]),
-                        np.ones(4, dtype=int))  # fmt: skip
+    val = PatientScores(
+        np.array(["a", "b", "c", "d"]), np.array([0.9, 0.2, 0.6, 0.4]), np.array([1, 0, 1, 1]), np.ones(4, dtype=int)
+    )
     rep = classifier_report(train, val, val_mr_ln_status=[1, 0, 1, 1], prefix="ext", n_boot=100)
     assert list(rep) == classifier_report_keys("ext", mr_ln=True)
     assert math.isnan(rep["ext_mrln_pos_auc"]) and math.isnan(rep["ext_mrln_pos_specificity"])  # no negatives

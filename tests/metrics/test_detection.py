@@ -23,8 +23,11 @@ from harness.metrics.plots import plot_pr_curves
 
 
 def pred(boxes, scores, labels) -> dict:
-    return {"boxes": np.asarray(boxes, float).reshape(-1, 4), "scores": np.asarray(scores, float),
-            "labels": np.asarray(labels, int)}  # fmt: skip
+    return {
+        "boxes": np.asarray(boxes, float).reshape(-1, 4),
+        "scores": np.asarray(scores, float),
+        "labels": np.asarray(labels, int),
+    }
 
 
 def gt(boxes, labels) -> dict:
@@ -94,8 +97,10 @@ def test_a_detection_takes_the_best_unmatched_gt():
 
 
 def test_coco_map_known_answers():
-    perfect = coco_map([pred([[0, 0, 10, 10], [20, 20, 28, 30]], [0.9, 0.8], [1, 2]), EMPTY_PRED],
-                       [gt([[0, 0, 10, 10], [20, 20, 28, 30]], [1, 2]), EMPTY_GT])  # fmt: skip
+    perfect = coco_map(
+        [pred([[0, 0, 10, 10], [20, 20, 28, 30]], [0.9, 0.8], [1, 2]), EMPTY_PRED],
+        [gt([[0, 0, 10, 10], [20, 20, 28, 30]], [1, 2]), EMPTY_GT],
+    )
     assert perfect == pytest.approx({"map": 1.0, "map50": 1.0, "map75": 1.0})
     # One of two GT found exactly, no FP: precision 1 up to recall 0.5, then nothing. COCO's 101 recall points
     # 0, 0.01, ..., 0.50 get precision 1 and the 50 above get 0 -> 51/101 at every IoU; all-point VOC gives 0.5.
@@ -126,8 +131,12 @@ def realistic(seed: int, n_images: int = 150, n_classes: int = 3) -> tuple[list,
         fp_xy, fp_wh = rng.uniform(0, 220, (n_fp, 2)), rng.uniform(8, 30, (n_fp, 2))
         p_boxes = np.concatenate([boxes[found] + rng.normal(0, 2.5, (found.sum(), 4)), np.c_[fp_xy, fp_xy + fp_wh]])
         swap = rng.random(found.sum()) < 0.1  # a wrong location class now and then
-        p_labels = np.concatenate([np.where(swap, rng.integers(1, n_classes + 1, found.sum()), labels[found]),
-                                   rng.integers(1, n_classes + 1, n_fp)])  # fmt: skip
+        p_labels = np.concatenate(
+            [
+                np.where(swap, rng.integers(1, n_classes + 1, found.sum()), labels[found]),
+                rng.integers(1, n_classes + 1, n_fp),
+            ]
+        )
         p_scores = np.concatenate([rng.uniform(0.4, 1.0, found.sum()), rng.uniform(0.0, 0.8, n_fp)])
         p_boxes[:, 2:] = np.maximum(p_boxes[:, 2:], p_boxes[:, :2])
         preds.append(pred(p_boxes, p_scores, p_labels))
@@ -150,8 +159,12 @@ def test_voc_ap50_and_coco_ap50_agree_on_realistic_data(seed):
 
 
 def test_image_and_patient_auc_from_highest_score():
-    preds = [pred([[0, 0, 5, 5], [1, 1, 6, 6]], [0.2, 0.7], [1, 1]), EMPTY_PRED, pred([[0, 0, 5, 5]], [0.4], [2]),
-             pred([[0, 0, 5, 5]], [0.1], [1])]  # fmt: skip
+    preds = [
+        pred([[0, 0, 5, 5], [1, 1, 6, 6]], [0.2, 0.7], [1, 1]),
+        EMPTY_PRED,
+        pred([[0, 0, 5, 5]], [0.4], [2]),
+        pred([[0, 0, 5, 5]], [0.1], [1]),
+    ]
     gts = [gt([[0, 0, 5, 5]], [1]), gt([[0, 0, 5, 5]], [1]), EMPTY_GT, EMPTY_GT]
     assert image_level_auc(preds, gts) == pytest.approx(roc_auc_score([1, 1, 0, 0], [0.7, 0.0, 0.4, 0.1]))
     patients = ["a", "a", "b", "c"]
@@ -193,15 +206,29 @@ def test_detector_report_keys_and_values():
 
 def test_detector_report_nan_not_crash_when_undefined():
     preds = [pred([[0, 0, 5, 5]], [0.3], [1]), EMPTY_PRED]
-    rep = detector_report(preds, [EMPTY_GT, EMPTY_GT], ["a", "b"], {"a": 0, "b": 0}, prefix="test",
-                          class_names={1: "node"})  # fmt: skip
+    rep = detector_report(
+        preds, [EMPTY_GT, EMPTY_GT], ["a", "b"], {"a": 0, "b": 0}, prefix="test", class_names={1: "node"}
+    )
     assert list(rep) == detector_report_keys({1: "node"}, prefix="test")
-    for key in ("test_map50", "test_map", "test_voc_map50", "test_ap50_node", "test_image_auc", "test_patient_auc",
-                "test_froc", "test_froc_fp1"):  # fmt: skip
+    for key in (
+        "test_map50",
+        "test_map",
+        "test_voc_map50",
+        "test_ap50_node",
+        "test_image_auc",
+        "test_patient_auc",
+        "test_froc",
+        "test_froc_fp1",
+    ):
         assert math.isnan(rep[key]), key
     assert rep["test_n_lesions"] == 0 and rep["test_n_patients"] == 2
-    none_found = detector_report([EMPTY_PRED, EMPTY_PRED], [gt([[0, 0, 5, 5]], [1]), EMPTY_GT], ["a", "b"],
-                                 {"a": 1, "b": 0}, class_names={1: "node"})  # fmt: skip
+    none_found = detector_report(
+        [EMPTY_PRED, EMPTY_PRED],
+        [gt([[0, 0, 5, 5]], [1]), EMPTY_GT],
+        ["a", "b"],
+        {"a": 1, "b": 0},
+        class_names={1: "node"},
+    )
     assert none_found["val_map50"] == 0.0 and none_found["val_froc"] == 0.0 and none_found["val_image_auc"] == 0.5
 
 

@@ -12,8 +12,11 @@ from harness.metrics.plots import plot_froc
 
 def pred(boxes, scores) -> dict:
     n = len(scores)
-    return {"boxes": np.asarray(boxes, float).reshape(-1, 4), "scores": np.asarray(scores, float),
-            "labels": np.ones(n, dtype=int)}  # fmt: skip
+    return {
+        "boxes": np.asarray(boxes, float).reshape(-1, 4),
+        "scores": np.asarray(scores, float),
+        "labels": np.ones(n, dtype=int),
+    }
 
 
 def gt(boxes) -> dict:
@@ -88,8 +91,10 @@ def test_sensitivity_at_a_rate_is_a_step_not_an_interpolation():
     # Patient A: FP 0.9, lesion g1 at 0.8, then a tie at 0.5 between a FP and lesion g2; patient B: nothing.
     # Curve (FP/patient, sensitivity): (0, 0), (1/2, 0), (1/2, 1/2), (1, 1). At 0.75 FP/patient the reachable
     # operating point is (1/2, 1/2); a linear interpolation would claim 3/4.
-    preds = [pred([[60, 60, 70, 70], [0, 0, 10, 10], [80, 80, 90, 90], [20, 20, 30, 30]], [0.9, 0.8, 0.5, 0.5]),
-             pred([], [])]  # fmt: skip
+    preds = [
+        pred([[60, 60, 70, 70], [0, 0, 10, 10], [80, 80, 90, 90], [20, 20, 30, 30]], [0.9, 0.8, 0.5, 0.5]),
+        pred([], []),
+    ]
     gts = [gt([[0, 0, 10, 10], [20, 20, 30, 30]]), gt([])]
     res = froc(preds, gts, ["A", "B"], fp_rates=(0.25, 0.5, 0.75, 1.0))
     np.testing.assert_allclose(res.curve_fp_per_patient, [0, 0.5, 0.5, 1.0])

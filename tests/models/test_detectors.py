@@ -50,8 +50,9 @@ def test_vgg16_paper_configuration(vgg16_default):
 
 
 def test_vgg16_custom_anchors_classes_and_sizes():
-    model = create_model("fasterrcnn_vgg16", num_classes=2, anchor_sizes=(8, 16, 32, 64), aspect_ratios=(0.5, 1.0, 2.0),
-                         **LEAN)  # fmt: skip
+    model = create_model(
+        "fasterrcnn_vgg16", num_classes=2, anchor_sizes=(8, 16, 32, 64), aspect_ratios=(0.5, 1.0, 2.0), **LEAN
+    )
     assert model.rpn.anchor_generator.num_anchors_per_location() == [12]
     assert model.rpn.head.cls_logits.out_channels == 12
     anchors = model.rpn.anchor_generator.cell_anchors[0]
@@ -78,10 +79,13 @@ def test_roipool_option_runs():
         create_model("fasterrcnn_vgg16", roi_op="max")
 
 
-@pytest.mark.parametrize(("ours", "torchvision_builder"), [
-    ("fasterrcnn_resnet50_fpn", fasterrcnn_resnet50_fpn),
-    ("fasterrcnn_mobilenet_v3_fpn", fasterrcnn_mobilenet_v3_large_fpn),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("ours", "torchvision_builder"),
+    [
+        ("fasterrcnn_resnet50_fpn", fasterrcnn_resnet50_fpn),
+        ("fasterrcnn_mobilenet_v3_fpn", fasterrcnn_mobilenet_v3_large_fpn),
+    ],
+)
 def test_fpn_models_match_torchvisions_builders(ours, torchvision_builder):
     with torch.device("meta"):
         mine = create_model(ours, num_classes=2).state_dict()
@@ -120,9 +124,14 @@ def test_vgg16_backbone_weights_and_frozen_blocks(monkeypatch):
 
 def test_vgg16_fc6_fc7_take_the_imagenet_classifier():
     head = VGG16BoxHead(in_features=12, representation_size=8)
-    state = {"classifier.0.weight": torch.randn(8, 12), "classifier.0.bias": torch.randn(8),
-             "classifier.3.weight": torch.randn(8, 8), "classifier.3.bias": torch.randn(8),
-             "classifier.6.weight": torch.randn(1000, 8), "features.0.weight": torch.randn(4)}  # fmt: skip
+    state = {
+        "classifier.0.weight": torch.randn(8, 12),
+        "classifier.0.bias": torch.randn(8),
+        "classifier.3.weight": torch.randn(8, 8),
+        "classifier.3.bias": torch.randn(8),
+        "classifier.6.weight": torch.randn(1000, 8),
+        "features.0.weight": torch.randn(4),
+    }
     load_into(head, state, source="test", key_map=VGG16_FC_KEYS.get)
     assert torch.equal(head.fc6.weight, state["classifier.0.weight"])
     assert torch.equal(head.fc7.bias, state["classifier.3.bias"])
@@ -152,9 +161,14 @@ def test_missing_imagenet_backbone_file_is_explained(tmp_path, monkeypatch):
 def test_mobilenet_returned_layers_add_a_fine_level():
     """torchvision's default maps are strides 32, 32, 64; stages 2-4 give 8, 16, 32 (+64) for small nodes."""
     fine = create_model(
-        "fasterrcnn_mobilenet_v3_fpn", num_classes=2, min_size=128, max_size=128,
-        anchor_sizes=[[8], [16], [32], [64]], aspect_ratios=[1.0], returned_layers=[2, 3, 4],
-    )  # fmt: skip
+        "fasterrcnn_mobilenet_v3_fpn",
+        num_classes=2,
+        min_size=128,
+        max_size=128,
+        anchor_sizes=[[8], [16], [32], [64]],
+        aspect_ratios=[1.0],
+        returned_layers=[2, 3, 4],
+    )
     default = create_model("fasterrcnn_mobilenet_v3_fpn", num_classes=2, min_size=128, max_size=128)
     x = torch.randn(1, 3, 128, 128)
     assert [v.shape[-1] for v in fine.eval().backbone(x).values()] == [16, 8, 4, 2]
@@ -174,16 +188,22 @@ def test_lite_fpn_levels_start_at_stride_4_and_everything_trains():
     head = model.roi_heads.box_head
     assert (head.fc6.in_features, head.fc7.out_features) == (64 * 7 * 7, 256)
     assert model.roi_heads.box_predictor.cls_score.out_features == 2
-    coarse = create_model("fasterrcnn_lite_fpn", returned_layers=[3, 4], anchor_sizes=[8, 16, 32], min_size=128,
-                          max_size=128)  # fmt: skip
+    coarse = create_model(
+        "fasterrcnn_lite_fpn", returned_layers=[3, 4], anchor_sizes=[8, 16, 32], min_size=128, max_size=128
+    )
     assert [v.shape[-1] for v in coarse.eval().backbone(x).values()] == [16, 8, 4]
     with pytest.raises(ValueError, match="returned_layers"):
         create_model("fasterrcnn_lite_fpn", returned_layers=[5])
 
 
 def test_lite_fpn_matching_thresholds_reach_the_matchers():
-    model = create_model("fasterrcnn_lite_fpn", rpn_fg_iou_thresh=0.5, rpn_bg_iou_thresh=0.2, box_fg_iou_thresh=0.4,
-                         box_bg_iou_thresh=0.3)  # fmt: skip
+    model = create_model(
+        "fasterrcnn_lite_fpn",
+        rpn_fg_iou_thresh=0.5,
+        rpn_bg_iou_thresh=0.2,
+        box_fg_iou_thresh=0.4,
+        box_bg_iou_thresh=0.3,
+    )
     rpn, box = model.rpn.proposal_matcher, model.roi_heads.proposal_matcher
     assert (rpn.high_threshold, rpn.low_threshold, box.high_threshold, box.low_threshold) == (0.5, 0.2, 0.4, 0.3)
 
@@ -194,9 +214,16 @@ def test_lite_fpn_learns_a_bright_square():
     image = torch.randn(3, 64, 64) * 0.1
     image[:, 20:30, 34:44] += 3.0
     target = {"boxes": torch.tensor([[34.0, 20.0, 44.0, 30.0]]), "labels": torch.tensor([1])}
-    model = create_model("fasterrcnn_lite_fpn", num_classes=2, min_size=64, max_size=64, widths=(16, 32, 64),
-                         returned_layers=[2, 3], anchor_sizes=[[6, 10], [16, 24], [32, 48]],
-                         box_batch_size_per_image=32)  # fmt: skip
+    model = create_model(
+        "fasterrcnn_lite_fpn",
+        num_classes=2,
+        min_size=64,
+        max_size=64,
+        widths=(16, 32, 64),
+        returned_layers=[2, 3],
+        anchor_sizes=[[6, 10], [16, 24], [32, 48]],
+        box_batch_size_per_image=32,
+    )
     optimizer = torch.optim.SGD(model.parameters(), lr=0.02, momentum=0.9)
     losses = []
     for _ in range(60):

@@ -31,8 +31,13 @@ def test_output_features_and_cam_layer_shapes():
     assert maps[0].shape == (2, 128, 8, 8)
     assert probability.shape == (2,) and ((probability >= 0) & (probability <= 1)).all()
     assert [type(m).__name__ for m in model.subnetwork2] == [
-        "ZeroPad2d", "Conv2d", "BatchNorm2d", "ReLU", "Conv2d", "AdaptiveAvgPool2d"
-    ]  # fmt: skip
+        "ZeroPad2d",
+        "Conv2d",
+        "BatchNorm2d",
+        "ReLU",
+        "Conv2d",
+        "AdaptiveAvgPool2d",
+    ]
     assert model.subnetwork2.conv7x7.kernel_size == (7, 7) and model.cam_layer.kernel_size == (1, 1)
 
 

@@ -11,9 +11,10 @@ import pandas as pd
 import pytest
 from rich.console import Console
 
-from harness.compare import DASH, ExperimentNotFoundError, compare_command, load_comparison
-from harness.compare_report import table_rows
 from harness.metrics.delong import delong_test
+from harness.sweep.compare import compare_command
+from harness.sweep.comparison import DASH, ExperimentNotFoundError, load_comparison
+from harness.sweep.report import table_rows
 from harness.tracking import PARENT_TAG, STUDY_TAG, SWEEP_TAG, TRIAL_TAG
 
 SWEEP = "sweep-a"
@@ -26,12 +27,26 @@ DET_B = "detector: sequence=T2WI, backbone=mobilenet_v3"
 OLD_TRIAL = "classifier: from an older execution"
 
 CLS_METRICS = {
-    CLS_BEST: {"val_auc": 0.9123, "val_auc_ci_low": 0.8011, "val_auc_ci_high": 0.9876, "val_sensitivity": 0.8333,
-               "val_specificity": 0.9286, "val_accuracy": 0.9, "val_n_patients": 20.0},
-    CLS_NONE: {"val_auc": 0.7456, "val_auc_ci_low": 0.5512, "val_auc_ci_high": 0.9001, "val_sensitivity": 0.6667,
-               "val_specificity": 0.7143, "val_accuracy": 0.7, "val_n_patients": 20.0},
+    CLS_BEST: {
+        "val_auc": 0.9123,
+        "val_auc_ci_low": 0.8011,
+        "val_auc_ci_high": 0.9876,
+        "val_sensitivity": 0.8333,
+        "val_specificity": 0.9286,
+        "val_accuracy": 0.9,
+        "val_n_patients": 20.0,
+    },
+    CLS_NONE: {
+        "val_auc": 0.7456,
+        "val_auc_ci_low": 0.5512,
+        "val_auc_ci_high": 0.9001,
+        "val_sensitivity": 0.6667,
+        "val_specificity": 0.7143,
+        "val_accuracy": 0.7,
+        "val_n_patients": 20.0,
+    },
     CLS_ADC: {"val_auc": 0.6012},  # KILLED by ASHA: partial metrics only
-}  # fmt: skip
+}
 DET_METRICS = {
     DET_A: {"val_map50": 0.0412, "val_map": 0.0123, "val_froc": 0.3456, "val_patient_auc": 0.7012},
     DET_B: {"val_map50": 0.0170, "val_map": 0.0051, "val_froc": 0.2222, "val_patient_auc": 0.8234},
@@ -54,8 +69,16 @@ def _classifier_predictions(rng: np.random.Generator) -> dict[str, pd.DataFrame]
 
 
 def _detector_predictions() -> pd.DataFrame:
-    return pd.DataFrame({"split": ["val"] * 3, "patient": ["p000", "p000", "p001"], "slice_position_mm": [0, 4, 0],
-                         "max_score": [0.9, 0.2, 0.1], "n_targets": [1, 0, 0], "n_detections": [2, 1, 0]})  # fmt: skip
+    return pd.DataFrame(
+        {
+            "split": ["val"] * 3,
+            "patient": ["p000", "p000", "p001"],
+            "slice_position_mm": [0, 4, 0],
+            "max_score": [0.9, 0.2, 0.1],
+            "n_targets": [1, 0, 0],
+            "n_detections": [2, 1, 0],
+        }
+    )
 
 
 def _child(client, experiment_id, parent_id, name, study, params, metrics, status, predictions, folder):
@@ -77,8 +100,16 @@ def _child(client, experiment_id, parent_id, name, study, params, metrics, statu
 
 def _params(task, sequence, augment, backbone):
     model = "wu2020_classifier" if task == "classification" else f"fasterrcnn_{backbone}"
-    return {"task": task, "model": model, "sequence": sequence, "augment": augment, "backbone": backbone,
-            "lr": "0.001", "epochs": "3", "batch_size": "8"}  # fmt: skip
+    return {
+        "task": task,
+        "model": model,
+        "sequence": sequence,
+        "augment": augment,
+        "backbone": backbone,
+        "lr": "0.001",
+        "epochs": "3",
+        "batch_size": "8",
+    }
 
 
 def _experiment(client, name, folder):
@@ -100,24 +131,57 @@ def store(tmp_path_factory):
     experiment_id = _experiment(client, SWEEP, folder)
 
     old_parent = client.create_run(experiment_id, run_name=SWEEP, tags={SWEEP_TAG: SWEEP}).info.run_id
-    _child(client, experiment_id, old_parent, OLD_TRIAL, "classifier", _params("classification", "T2WI", "none",
-           "resnet18"), {"val_auc": 0.99}, "FINISHED", None, folder)  # fmt: skip
+    _child(
+        client,
+        experiment_id,
+        old_parent,
+        OLD_TRIAL,
+        "classifier",
+        _params("classification", "T2WI", "none", "resnet18"),
+        {"val_auc": 0.99},
+        "FINISHED",
+        None,
+        folder,
+    )
     time.sleep(0.01)
     parent = client.create_run(experiment_id, run_name=SWEEP, tags={SWEEP_TAG: SWEEP}).info.run_id
 
     predictions = _classifier_predictions(np.random.default_rng(0))
-    runs = [(CLS_BEST, "T2WI", "flip", "FINISHED"), (CLS_NONE, "T2WI", "none", "FINISHED"),
-            (CLS_ADC, "ADC", "none", "KILLED")]  # fmt: skip
+    runs = [
+        (CLS_BEST, "T2WI", "flip", "FINISHED"),
+        (CLS_NONE, "T2WI", "none", "FINISHED"),
+        (CLS_ADC, "ADC", "none", "KILLED"),
+    ]
     for name, sequence, augment, status in runs:
         params = _params("classification", sequence, augment, "resnet18")
-        _child(client, experiment_id, parent, name, "classifier", params, CLS_METRICS[name], status,
-               predictions[name], folder)  # fmt: skip
+        _child(
+            client,
+            experiment_id,
+            parent,
+            name,
+            "classifier",
+            params,
+            CLS_METRICS[name],
+            status,
+            predictions[name],
+            folder,
+        )
     # Failed before anything was logged but its params: no metrics, no predictions.
     params = _params("classification", "ADC", "flip", "resnet18")
     _child(client, experiment_id, parent, CLS_FAILED, "classifier", params, {}, "FAILED", None, folder)
     for name, sequence, backbone in ((DET_A, "DWI", "resnet50"), (DET_B, "T2WI", "mobilenet_v3")):
-        _child(client, experiment_id, parent, name, "detector", _params("detection", sequence, "none", backbone),
-               DET_METRICS[name], "FINISHED", _detector_predictions(), folder)  # fmt: skip
+        _child(
+            client,
+            experiment_id,
+            parent,
+            name,
+            "detector",
+            _params("detection", sequence, "none", backbone),
+            DET_METRICS[name],
+            "FINISHED",
+            _detector_predictions(),
+            folder,
+        )
 
     bench = _experiment(client, "benchmarks", folder)
     client.create_run(bench, run_name="bench", tags={SWEEP_TAG: "bench"})
@@ -247,10 +311,21 @@ def test_detector_p_value_is_delong_on_the_patients_highest_slice_scores(tmp_pat
             for z in range(3):  # three slices per patient; a patient's score is the highest
                 score = 1 / (1 + np.exp(-(2 * lnm - 1 + rng.normal(0, noise))))
                 rows.append(("val", patient, float(z), round(score, 6), int(lnm and z == 1), 1, int(lnm)))
-        frames[name] = pd.DataFrame(rows, columns=["split", "patient", "slice_position_mm", "max_score", "n_targets",
-                                                   "n_detections", "lnm"])  # fmt: skip
-        _child(client, experiment_id, parent, name, "detector", _params("detection", "DWI", "none", name[-8:]),
-               DET_METRICS[name], "FINISHED", frames[name], tmp_path)  # fmt: skip
+        frames[name] = pd.DataFrame(
+            rows, columns=["split", "patient", "slice_position_mm", "max_score", "n_targets", "n_detections", "lnm"]
+        )
+        _child(
+            client,
+            experiment_id,
+            parent,
+            name,
+            "detector",
+            _params("detection", "DWI", "none", name[-8:]),
+            DET_METRICS[name],
+            "FINISHED",
+            frames[name],
+            tmp_path,
+        )
     comparison = load_comparison(uri, "det-sweep")
     best, other = comparison.best("detection"), next(t for t in comparison.trials if t.name == DET_B)
     assert best.name == DET_A

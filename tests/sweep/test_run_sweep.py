@@ -17,7 +17,7 @@ import yaml
 from mlflow import MlflowClient
 
 from harness.sweep import SweepError, plan_sweep
-from harness.sweep_run import run_sweep
+from harness.sweep.run import run_sweep
 from harness.tracking import PARENT_TAG, SWEEP_TAG, TRIAL_TAG, default_tracking_uri
 from tests.datasets.minidata import write_dataset
 
@@ -35,20 +35,22 @@ def sweep_file(tmp_path: Path, root: Path, name: str = "tiny", epochs: int = 3, 
     return {
         "name": name,
         "storage": str(tmp_path / "runs"),
-        "studies": [{
-            "name": "cls",
-            "task": "classification",
-            "model": "wu2020",
-            "model_kwargs": {"width": 16},
-            "data": {"root": str(root), "split": {"val_centers": ["2"]}},
-            "train": {"stage1_epochs": 0, "stage2_epochs": epochs, "stage2_lr": 1e-3, "batch_size": 4},
-            "n_boot": 100,
-            "grid": {"augment": ["none", "flip"], "train.stage2_lr": [1e-3, 3e-4]},
-            "resources": {"cpus": 1},
-            "max_failures": 2,
-            **study,
-        }],
-    }  # fmt: skip
+        "studies": [
+            {
+                "name": "cls",
+                "task": "classification",
+                "model": "wu2020",
+                "model_kwargs": {"width": 16},
+                "data": {"root": str(root), "split": {"val_centers": ["2"]}},
+                "train": {"stage1_epochs": 0, "stage2_epochs": epochs, "stage2_lr": 1e-3, "batch_size": 4},
+                "n_boot": 100,
+                "grid": {"augment": ["none", "flip"], "train.stage2_lr": [1e-3, 3e-4]},
+                "resources": {"cpus": 1},
+                "max_failures": 2,
+                **study,
+            }
+        ],
+    }
 
 
 def children(uri: str, experiment: str) -> tuple[list, list]:
@@ -98,12 +100,19 @@ def test_sweep_with_a_raising_and_a_killed_trial_retries_them_from_checkpoints(r
 
 def test_a_trial_that_keeps_failing_is_named_and_the_others_finish(root, tmp_path):
     path = tmp_path / "sweep.yaml"
-    path.write_text(yaml.safe_dump(sweep_file(tmp_path, root, epochs=2, max_failures=0,
-                                              grid={"augment": ["none", "flip"]})))  # fmt: skip
+    path.write_text(
+        yaml.safe_dump(sweep_file(tmp_path, root, epochs=2, max_failures=0, grid={"augment": ["none", "flip"]}))
+    )
     uri = default_tracking_uri(tmp_path)
     env = {**os.environ, "HARNESS_TEST_FAULT": "cls-000:raise"}
-    result = subprocess.run([HARNESS, "run", str(path), "--tracking-uri", uri, "--num-cpus", "2"], cwd=tmp_path,
-                            env=env, capture_output=True, text=True, timeout=540)  # fmt: skip
+    result = subprocess.run(
+        [HARNESS, "run", str(path), "--tracking-uri", uri, "--num-cpus", "2"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=540,
+    )
     assert result.returncode == 1, result.stdout[-3000:] + result.stderr[-3000:]
     assert "1 trial(s) failed" in result.stdout and "injected fault in cls-000" in result.stdout
     assert "cls-001" not in result.stdout.split("failed:")[1]  # only the failed one is named
@@ -126,8 +135,9 @@ def test_interrupted_driver_then_resume_finishes_without_running_or_duplicated_r
     path.write_text(yaml.safe_dump(sweep_file(tmp_path, root, epochs=6, max_concurrent=2)))
     uri = default_tracking_uri(tmp_path)
     command = [HARNESS, "run", str(path), "--tracking-uri", uri, "--num-cpus", "2"]
-    driver = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                              start_new_session=True)  # fmt: skip
+    driver = subprocess.Popen(
+        command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
     try:
         deadline = time.monotonic() + 240
         # Wait until a trial has checkpointed an epoch, and interrupt at once: polled every 2 s, a quiet machine
@@ -174,11 +184,24 @@ def test_mlflow_server_with_four_concurrent_trials_loses_no_metric(root, tmp_pat
     port = free_port()
     mlflow = str(Path(sys.executable).parent / "mlflow")
     server = subprocess.Popen(
-        [mlflow, "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-         "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}", "--artifacts-destination",
-         str(tmp_path / "artifacts")],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )  # fmt: skip
+        [
+            mlflow,
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+            "--backend-store-uri",
+            f"sqlite:///{tmp_path / 'server.db'}",
+            "--artifacts-destination",
+            str(tmp_path / "artifacts"),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     uri = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 120
@@ -209,23 +232,55 @@ def test_two_ray_nodes_on_one_machine_share_the_trials(root, tmp_path):
     env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": os.urandom(32).hex()}  # Ray 2.60 wants a token
     temp = Path("/tmp") / f"rt-{os.getpid()}"  # Ray's socket paths must stay short
     nodes = [
-        [ray, "start", "--head", "--port", str(port), "--node-ip-address", "127.0.0.1", "--num-cpus", "1",
-         "--include-dashboard", "false", "--temp-dir", str(temp), "--block"],
-        [ray, "start", "--address", f"127.0.0.1:{port}", "--node-ip-address", "127.0.0.1", "--num-cpus", "1",
-         "--block"],
-    ]  # fmt: skip
+        [
+            ray,
+            "start",
+            "--head",
+            "--port",
+            str(port),
+            "--node-ip-address",
+            "127.0.0.1",
+            "--num-cpus",
+            "1",
+            "--include-dashboard",
+            "false",
+            "--temp-dir",
+            str(temp),
+            "--block",
+        ],
+        [
+            ray,
+            "start",
+            "--address",
+            f"127.0.0.1:{port}",
+            "--node-ip-address",
+            "127.0.0.1",
+            "--num-cpus",
+            "1",
+            "--block",
+        ],
+    ]
     started = []
     try:
         for command in nodes:
             # --block keeps each node's processes in this subprocess's session, so the test stops exactly its own.
-            started.append(subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                            start_new_session=True))  # fmt: skip
+            started.append(
+                subprocess.Popen(
+                    command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+                )
+            )
             time.sleep(8)
         path = tmp_path / "sweep.yaml"
         path.write_text(yaml.safe_dump(sweep_file(tmp_path, root, epochs=2)))
         uri = default_tracking_uri(tmp_path)
-        result = subprocess.run([HARNESS, "run", str(path), "--address", f"127.0.0.1:{port}", "--tracking-uri", uri],
-                                cwd=tmp_path, env=env, capture_output=True, text=True, timeout=540)  # fmt: skip
+        result = subprocess.run(
+            [HARNESS, "run", str(path), "--address", f"127.0.0.1:{port}", "--tracking-uri", uri],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=540,
+        )
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
         _, runs = children(uri, "tiny")
         assert [r.info.status for r in runs] == ["FINISHED"] * 4

@@ -60,7 +60,7 @@ def test_grid_and_search_expand_into_named_validated_trials(root, tmp_path):
             root,
             grid={"backbone": ["mobilenet_v3_fpn", "vgg16"]},
             backbone_kwargs={"mobilenet_v3_fpn": {"returned_layers": [2, 3, 4]}},
-        ),  # fmt: skip
+        ),
     )
     plan = plan_sweep(raw, "sweep.yaml")
     classifier, detector = plan.studies
@@ -84,8 +84,10 @@ def test_grid_and_search_expand_into_named_validated_trials(root, tmp_path):
     ("change", "expected"),
     [
         (lambda s: s.update(colour="red"), "studies[0].colour: Extra inputs are not permitted"),
-        (lambda s: s.update(grid={"backbone": ["resnet18", "vgg19"]}),
-         "studies[0].grid.backbone[1]: unknown backbone 'vgg19'; known: resnet18, resnet34"),
+        (
+            lambda s: s.update(grid={"backbone": ["resnet18", "vgg19"]}),
+            "studies[0].grid.backbone[1]: unknown backbone 'vgg19'; known: resnet18, resnet34",
+        ),
         (lambda s: s.update(grid={"sequence": ["T2WI", "T1"]}), "studies[0].grid.sequence[1]: unknown sequence 'T1'"),
         (lambda s: s["train"].update(stage2_epochs="many"), "train.stage2_epochs: Input should be a valid integer"),
         (lambda s: s["data"].update(root="/nonexistent/dataset"), "studies[0].data.root: /nonexistent/dataset holds"),
@@ -94,7 +96,7 @@ def test_grid_and_search_expand_into_named_validated_trials(root, tmp_path):
         (lambda s: s.update(grid={"augment": []}), "studies[0].grid.augment: an empty list gives no trials"),
         (lambda s: s.update(model="resnet"), "model: unknown classification model 'resnet'"),
     ],
-)  # fmt: skip
+)
 def test_bad_sweep_files_name_the_key(root, tmp_path, change, expected):
     study = classifier_study(root)
     change(study)
@@ -140,11 +142,21 @@ def test_shipped_sweeps_are_valid():
 
 def test_dry_run_lists_trials_and_resources(root, tmp_path):
     path = tmp_path / "sweep.yaml"
-    path.write_text(yaml.safe_dump(sweep(tmp_path, classifier_study(root, grid={"augment": ["none", "flip"]},
-                                                                    resources={"cpus": 1, "gpus": 0.25}))))  # fmt: skip
+    path.write_text(
+        yaml.safe_dump(
+            sweep(
+                tmp_path,
+                classifier_study(root, grid={"augment": ["none", "flip"]}, resources={"cpus": 1, "gpus": 0.25}),
+            )
+        )
+    )
     harness = str(Path(sys.executable).parent / "harness")
-    result = subprocess.run([harness, "run", str(path), "--dry-run"], capture_output=True, text=True,
-                            env={"COLUMNS": "200", "PATH": "/usr/bin:/bin"})  # fmt: skip
+    result = subprocess.run(
+        [harness, "run", str(path), "--dry-run"],
+        capture_output=True,
+        text=True,
+        env={"COLUMNS": "200", "PATH": "/usr/bin:/bin"},
+    )
     assert result.returncode == 0, result.stderr
     assert "cls-000" in result.stdout and "cls-001" in result.stdout and "augment=flip" in result.stdout
     assert "1 CPU, 0.25 GPU each" in result.stdout

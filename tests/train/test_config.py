@@ -8,17 +8,24 @@ BASE = {"task": "classification", "model": "wu2020", "data": {"root": "/data"}}
 def test_defaults_are_the_papers_schedules():
     classifier = parse_config(BASE)
     assert (classifier.train.stage1_epochs, classifier.train.stage1_optimizer, classifier.train.stage1_lr) == (
-        20, "sgd", 1e-5,
-    )  # fmt: skip
+        20,
+        "sgd",
+        1e-5,
+    )
     assert (classifier.train.stage2_epochs, classifier.train.stage2_optimizer, classifier.train.stage2_lr) == (
-        30, "rmsprop", 5e-5,
-    )  # fmt: skip
+        30,
+        "rmsprop",
+        5e-5,
+    )
     assert classifier.train.batch_size == 128
     detector = parse_config({"task": "detection", "model": "fasterrcnn_vgg16", "data": {"root": "/d"}})
     assert isinstance(detector.train, DetectorTraining)
     assert (detector.train.lr, detector.train.lr_drop_at, detector.train.momentum, detector.train.weight_decay) == (
-        1e-3, 0.75, 0.9, 5e-4,
-    )  # fmt: skip
+        1e-3,
+        0.75,
+        0.9,
+        5e-4,
+    )
 
 
 def test_yaml_exponent_strings_are_numbers(tmp_path):
@@ -37,10 +44,12 @@ def test_yaml_exponent_strings_are_numbers(tmp_path):
         ({"train": {"stage2_lr": "fast"}}, "train.stage2_lr"),
         ({"train": {"epochs": 3}}, "train.epochs: Extra inputs are not permitted"),
         ({"model_kwargs": {"depth": 3}}, "model_kwargs: ['depth'] not accepted by wu2020"),
-        ({"task": "detection", "model": "fasterrcnn_vgg16", "data": {"root": "/d", "sequence": "ADC"}},
-         "data.sequence: detection uses axial T2WI or DWI"),
+        (
+            {"task": "detection", "model": "fasterrcnn_vgg16", "data": {"root": "/d", "sequence": "ADC"}},
+            "data.sequence: detection uses axial T2WI or DWI",
+        ),
     ],
-)  # fmt: skip
+)
 def test_errors_name_the_key_path_and_allowed_values(change, fragment):
     with pytest.raises(ConfigError) as info:
         parse_config({**BASE, **change}, "trial.yaml")

@@ -29,10 +29,20 @@ def synth(out: Path, signal: float | None = None) -> Path:
 
 def train(example: str, data: Path, out: Path) -> dict:
     result = subprocess.run(
-        [HARNESS, "train", str(REPO / "examples" / example), "--data", str(data), "--set", f"output_dir={out}",
-         "--no-progress"],
-        capture_output=True, text=True, timeout=1500,
-    )  # fmt: skip
+        [
+            HARNESS,
+            "train",
+            str(REPO / "examples" / example),
+            "--data",
+            str(data),
+            "--set",
+            f"output_dir={out}",
+            "--no-progress",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=1500,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout.strip().splitlines()[-1])
 
@@ -59,9 +69,23 @@ def test_detector_example_learns(cohort, tmp_path):
     # The trained detector also passes the equality check of bf16 everywhere (backbone, RPN head, box head), which
     # random weights fail (near-tied proposals): what `harness bench --checkpoint` is for (docs/benchmarks.md).
     out = tmp_path / "bench.json"
-    bench = [HARNESS, "bench", "--checkpoint", str(tmp_path / "lu2018-dwi" / "checkpoints" / "best.pt"),
-             "--path", "bf16+channels_last", "--queries", "2", "--case-slices", "1", "--threads", "1",
-             "--no-mlflow", "--json", str(out)]  # fmt: skip
+    bench = [
+        HARNESS,
+        "bench",
+        "--checkpoint",
+        str(tmp_path / "lu2018-dwi" / "checkpoints" / "best.pt"),
+        "--path",
+        "bf16+channels_last",
+        "--queries",
+        "2",
+        "--case-slices",
+        "1",
+        "--threads",
+        "1",
+        "--no-mlflow",
+        "--json",
+        str(out),
+    ]
     result = subprocess.run(bench, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     reference, fast = json.loads(out.read_text())["results"]

@@ -138,13 +138,19 @@ def detector_config(root: Path, out: Path) -> dict:
         "name": "tiny-det",
         "task": "detection",
         "model": "fasterrcnn_mobilenet_v3_fpn",
-        "model_kwargs": {"min_size": 64, "max_size": 64, "anchor_sizes": [[8, 16], [16, 32], [32, 64]],
-                         "aspect_ratios": [1.0], "rpn_post_nms_top_n_train": 50, "rpn_post_nms_top_n_test": 50,
-                         "box_batch_size_per_image": 16},
+        "model_kwargs": {
+            "min_size": 64,
+            "max_size": 64,
+            "anchor_sizes": [[8, 16], [16, 32], [32, 64]],
+            "aspect_ratios": [1.0],
+            "rpn_post_nms_top_n_train": 50,
+            "rpn_post_nms_top_n_test": 50,
+            "box_batch_size_per_image": 16,
+        },
         "data": {"root": str(root), "sequence": "T2WI", "image_size": 64, "split": {"val_centers": ["2"]}},
         "train": {"epochs": 2, "batch_size": 4, "lr": 0.01, "eval_every": 1},
         "output_dir": str(out),
-    }  # fmt: skip
+    }
 
 
 def test_detector_run_reports_lu_and_coco_metrics(root, tmp_path):
@@ -170,8 +176,10 @@ def test_train_cli_prints_metrics_json_last(root, tmp_path):
     harness = str(Path(sys.executable).parent / "harness")
     result = subprocess.run(
         [harness, "train", str(path), "--data", str(root), "--set", "train.stage2_epochs=1", "--no-progress"],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads(result.stdout.strip().splitlines()[-1])
     assert "val_auc" in metrics and metrics["val_n_patients"] == 2

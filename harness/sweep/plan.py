@@ -26,9 +26,18 @@ from typing import Any, Literal
 
 import numpy as np
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator
 
-from harness.config import ConfigError, TrialConfig, format_validation_error, parse_config, set_dotted
+from harness.config import (
+    ConfigError,
+    StrictModel,
+    TrialConfig,
+    format_validation_error,
+    load_yaml,
+    parse_config,
+    set_dotted,
+    trial_epochs,
+)
 
 SPECIAL_AXES = ("sequence", "augment", "backbone")
 SWEEP_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -45,11 +54,7 @@ class SweepError(RuntimeError):
     """The sweep cannot start or go on (resources this cluster lacks, nothing to resume, ...)."""
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class Scheduler(_Strict):
+class Scheduler(StrictModel):
     """``none`` runs every trial to its end; ``asha`` stops the weak ones early on ``metric``."""
 
     type: Literal["none", "asha"] = "none"
@@ -61,7 +66,7 @@ class Scheduler(_Strict):
     # before its final evaluation (a trial reports once per epoch, then once more with its final metrics).
 
 
-class Resources(_Strict):
+class Resources(StrictModel):
     """What one trial asks Ray for. ``workers`` > 1 trains data-parallel (each worker gets cpus and gpus)."""
 
     cpus: float = Field(1.0, gt=0)
@@ -76,7 +81,7 @@ class Resources(_Strict):
         return value
 
 
-class Study(_Strict):
+class Study(StrictModel):
     """The sweep-only keys of a study; the rest of the study's mapping is the trial template."""
 
     name: str
@@ -121,7 +126,7 @@ class Study(_Strict):
         return search
 
 
-class SweepSettings(_Strict):
+class SweepSettings(StrictModel):
     """The top level of a sweep file (besides ``studies``)."""
 
     name: str
@@ -130,10 +135,10 @@ class SweepSettings(_Strict):
 
     _safe_name = field_validator("name")(classmethod(lambda cls, value: check_name(value)))
 
-    @model_validator(mode="after")
-    def _absolute_storage(self) -> SweepSettings:
-        self.storage = self.storage.expanduser().resolve()  # trials chdir: every path they get must be absolute
-        return self
+    @field_validator("storage")
+    @classmethod
+    def _absolute_storage(cls, storage: Path) -> Path:
+        return storage.expanduser().resolve()  # trials chdir: every path they get must be absolute
 
 
 @dataclass
@@ -173,17 +178,6 @@ class SweepPlan:
     @property
     def trials(self) -> list[TrialSpec]:
         return [t for plan in self.studies for t in plan.trials]
-
-
-def trial_epochs(config: dict[str, Any]) -> int:
-    """Epochs a trial reports: the detector's, or the classifier's stages (the hybrid's MLP stage counts as one)."""
-    train = config.get("train") or {}
-    if config["task"] == "detection":
-        return int(train["epochs"])
-    epochs = train["stage1_epochs"] + train["stage2_epochs"]
-    if config["model"] == "wu2020_hybrid":
-        epochs += 1 + train["hybrid_finetune_epochs"]
-    return int(epochs)
 
 
 def _number(value: Any) -> Any:
@@ -348,11 +342,4 @@ def plan_sweep(raw: Any, source: str = "sweep") -> SweepPlan:
 
 def load_sweep(path: Path | str) -> SweepPlan:
     """Load a sweep YAML (``yaml.safe_load``), validate it and expand its trials."""
-    path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: file not found") from None
-    except yaml.YAMLError as error:
-        raise ConfigError(f"{path}: not valid YAML: {error}") from None
-    return plan_sweep(raw, str(path))
+    return plan_sweep(load_yaml(path), str(path))

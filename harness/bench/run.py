@@ -1,4 +1,4 @@
-"""``harness bench``'s work: every requested model on its inference paths, checked, timed, reported and logged.
+"""One model on its inference paths, each checked against eager fp32, then timed (`bench_model`).
 
 For each model the eager fp32 path runs first (the reference); every other path is checked against its outputs
 (`harness.inference.check_equal`) and is timed only when the check passes. On a GPU the compute floor is the model's
@@ -16,7 +16,10 @@ from typing import Any
 
 import torch
 
-from .bench import (
+from harness.equality import EqualityReport, check_equal
+from harness.inference import InferenceOptions, Predictor
+
+from .scenarios import (
     CASE_SLICES,
     CLASSIFIER_SIZE,
     DETECTOR_SIZE,
@@ -31,9 +34,7 @@ from .bench import (
     offline,
     single_stream,
 )
-from .bench_weights import BenchWeights
-from .equality import EqualityReport, check_equal
-from .inference import InferenceOptions, Predictor
+from .weights import BenchWeights
 
 # Dense peak TFLOP/s by device name fragment and dtype (vendor data sheets, SXM parts; fp32 without TF32).
 PEAK_TFLOPS = {
@@ -161,7 +162,7 @@ def bench_model(
         samples: inputs (default `load_samples`: slices of ``weights.sequence``, else T2WI).
         weights: a trained model (`checkpoint_model`) to time instead of seeded random weights; ``name`` must be
             its registry name.
-        interleave: single-stream only: the paths take turns query by query (`harness.bench.interleaved`), so
+        interleave: single-stream only: the paths take turns query by query (`harness.bench.scenarios.interleaved`), so
             that on a shared machine every path sees the same load and their ratios mean something.
     """
     from harness.models import model_task
@@ -182,8 +183,19 @@ def bench_model(
     paths = [reference_options] + [p for i, p in enumerate(paths) if p != reference_options and p not in paths[:i]]
     results, backends = [], []
     for options, backend, report in checked_backends(name, paths, samples, size, model):
-        results.append(PathResult(name, task, options, report.ok, report.detail, scenario, case_slices=case_slices,
-                                  weights=source, inputs=f"{sequence} {size}x{size} px"))  # fmt: skip
+        results.append(
+            PathResult(
+                name,
+                task,
+                options,
+                report.ok,
+                report.detail,
+                scenario,
+                case_slices=case_slices,
+                weights=source,
+                inputs=f"{sequence} {size}x{size} px",
+            )
+        )
         backends.append(backend)
     timed = [(result, backend) for result, backend in zip(results, backends, strict=True) if result.equal]
     if interleave and scenario == "single-stream":

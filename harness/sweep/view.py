@@ -10,10 +10,17 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from harness.sweep import trial_epochs
+from harness.config import trial_epochs
+from harness.console import wide_when_piped
 
-STATE_STYLE = {"PENDING": "dim", "RUNNING": "cyan", "RETRYING": "yellow", "FINISHED": "green", "KILLED": "magenta",
-               "FAILED": "bold red"}  # fmt: skip
+STATE_STYLE = {
+    "PENDING": "dim",
+    "RUNNING": "cyan",
+    "RETRYING": "yellow",
+    "FINISHED": "green",
+    "KILLED": "magenta",
+    "FAILED": "bold red",
+}
 
 
 @dataclass
@@ -82,12 +89,6 @@ class TrialBoard:
             live.__exit__(*exc)
 
 
-def wide_when_piped(console: Console, width: int = 160) -> None:
-    """Piped to a file or a CI log, rich assumes 80 columns and folds every table cell; a log can be wider."""
-    if not console.is_terminal:
-        console.width = max(console.width, width)
-
-
 def print_plan(plan, console: Console) -> None:
     """``harness run --dry-run``: every trial with its grid point and what it asks Ray for."""
     wide_when_piped(console)
@@ -99,17 +100,25 @@ def print_plan(plan, console: Console) -> None:
             + (f" x {res.workers} workers" if res.workers > 1 else "")
         )
         scheduler = study.study.scheduler
-        title = (f"study {study.study.name}: {study.task}, {len(study.trials)} trials, {asks} each, "
-                 f"scheduler {scheduler.type}" + (f" on {scheduler.metric} ({scheduler.mode})"
-                                                  if scheduler.type != "none" else ""))  # fmt: skip
+        title = (
+            f"study {study.study.name}: {study.task}, {len(study.trials)} trials, {asks} each, "
+            f"scheduler {scheduler.type}"
+            + (f" on {scheduler.metric} ({scheduler.mode})" if scheduler.type != "none" else "")
+        )
         table = Table(title=title, title_justify="left")
         for column in ("trial", "model", "sequence", "augment", "grid point", "epochs"):
             table.add_column(column)
         for trial in study.trials:
             config = trial.config
             epochs = trial_epochs(config)
-            table.add_row(trial.key, config["model"], config["data"]["sequence"], config["data"]["augment"],
-                          trial.run_name.split(": ", 1)[1], str(epochs))  # fmt: skip
+            table.add_row(
+                trial.key,
+                config["model"],
+                config["data"]["sequence"],
+                config["data"]["augment"],
+                trial.run_name.split(": ", 1)[1],
+                str(epochs),
+            )
         console.print(table)
     total = len(plan.trials)
     console.print(f"{total} trials in {len(plan.studies)} studies; results under {plan.settings.storage}")

@@ -9,8 +9,9 @@ import math
 import tempfile
 from pathlib import Path
 
-from harness.compare import BEST_METRIC, DASH, Comparison, Trial
-from harness.sweep_view import wide_when_piped
+from harness.console import wide_when_piped
+
+from .comparison import BEST_METRIC, DASH, Comparison, Trial
 
 TASK_TITLES = {"classification": "Classifiers", "detection": "Detectors", "unknown": "Trials without a task"}
 COMMON_COLUMNS = ["Sequence", "Augment", "Backbone", "Run", "Status"]
@@ -164,8 +165,11 @@ def html_report(comparison: Comparison) -> str:
     """A self-contained HTML page: the tables and the ROC figures as base64 PNG (no external file)."""
     parts = [f"<h1>{html.escape(_title(comparison))}</h1>"]
     for task in comparison.tasks():
-        parts += [f"<h2>{html.escape(TASK_TITLES.get(task, task))}</h2>",
-                  f"<p>{html.escape(_best_note(comparison, task))}</p>", _html_table(comparison, task)]  # fmt: skip
+        parts += [
+            f"<h2>{html.escape(TASK_TITLES.get(task, task))}</h2>",
+            f"<p>{html.escape(_best_note(comparison, task))}</p>",
+            _html_table(comparison, task),
+        ]
         if task == "detection":
             parts.append(f"<p>{html.escape(DETECTOR_NOTE)}</p>")
     figures = roc_figures(comparison)
@@ -175,8 +179,10 @@ def html_report(comparison: Comparison) -> str:
         data = base64.b64encode(png).decode("ascii")
         parts.append(f'<img alt="ROC {html.escape(sequence)}" src="data:image/png;base64,{data}">')
     body = "\n".join(parts)
-    return (f'<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>{html.escape(_title(comparison))}</title>'
-            f"<style>{STYLE}</style></head><body>\n{body}\n</body></html>\n")  # fmt: skip
+    return (
+        f'<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>{html.escape(_title(comparison))}</title>'
+        f"<style>{STYLE}</style></head><body>\n{body}\n</body></html>\n"
+    )
 
 
 def write_html(comparison: Comparison, path: Path) -> Path:

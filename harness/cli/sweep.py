@@ -27,16 +27,26 @@ def add_run(commands) -> None:
     )
     parser.add_argument("sweep", type=Path, help="sweep YAML")
     parser.add_argument("--dry-run", action="store_true", help="print the expanded trials and their resources; exit")
-    parser.add_argument("--address", help="join this Ray cluster (host:port or 'auto'); default: RAY_ADDRESS, else a "
-                        "local Ray started for the sweep")  # fmt: skip
-    parser.add_argument("--tracking-uri", help="MLflow tracking URI (http://host:port for a server); default: "
-                        "MLFLOW_TRACKING_URI, else sqlite:///<working dir>/mlflow.db")  # fmt: skip
+    parser.add_argument(
+        "--address",
+        help="join this Ray cluster (host:port or 'auto'); default: RAY_ADDRESS, else a "
+        "local Ray started for the sweep",
+    )
+    parser.add_argument(
+        "--tracking-uri",
+        help="MLflow tracking URI (http://host:port for a server); default: "
+        "MLFLOW_TRACKING_URI, else sqlite:///<working dir>/mlflow.db",
+    )
     parser.add_argument("--resume", action="store_true", help="continue the interrupted sweep of the same name")
-    parser.add_argument("--fresh", action="store_true", help="delete the sweep's earlier results folder and start "
-                        "over (MLflow keeps the earlier runs)")  # fmt: skip
+    parser.add_argument(
+        "--fresh",
+        action="store_true",
+        help="delete the sweep's earlier results folder and start over (MLflow keeps the earlier runs)",
+    )
     parser.add_argument("--num-cpus", type=int, help="CPUs of the local Ray (default: all)")
-    parser.add_argument("--report-dir", type=Path, help="where the comparison report goes (default: the sweep's "
-                        "folder under storage)")  # fmt: skip
+    parser.add_argument(
+        "--report-dir", type=Path, help="where the comparison report goes (default: the sweep's folder under storage)"
+    )
     parser.set_defaults(handler=run_command)
 
 
@@ -46,7 +56,7 @@ def run_command(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from harness.sweep import load_sweep
-    from harness.sweep_view import print_plan
+    from harness.sweep.view import print_plan
 
     console = Console()
     plan = load_sweep(args.sweep)
@@ -55,14 +65,21 @@ def run_command(args: argparse.Namespace) -> int:
         return 0
     if args.resume and args.fresh:
         raise ValueError("--resume and --fresh contradict each other: choose one")
-    from harness.compare import compare_command
-    from harness.sweep_run import run_sweep
+    from harness.sweep.compare import compare_command
+    from harness.sweep.run import run_sweep
     from harness.tracking import tracking_uri_from
 
     uri = tracking_uri_from(args.tracking_uri or plan.settings.tracking_uri)
     address = args.address or os.environ.get("RAY_ADDRESS")
-    outcome = run_sweep(plan, tracking_uri=uri, address=address, resume=args.resume, fresh=args.fresh,
-                        console=console, num_cpus=args.num_cpus)  # fmt: skip
+    outcome = run_sweep(
+        plan,
+        tracking_uri=uri,
+        address=address,
+        resume=args.resume,
+        fresh=args.fresh,
+        console=console,
+        num_cpus=args.num_cpus,
+    )
     report_dir = args.report_dir or plan.settings.storage / plan.settings.name
     compare_command(plan.settings.name, uri, report_dir, console)
     console.print(f"MLflow: experiment {plan.settings.name!r} at {uri}; report: {report_dir / 'comparison.html'}")
@@ -91,7 +108,7 @@ def add_compare(commands) -> None:
 def _compare(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from harness.compare import compare_command
+    from harness.sweep.compare import compare_command
     from harness.tracking import tracking_uri_from
 
     compare_command(args.experiment, tracking_uri_from(args.tracking_uri), args.out, Console())

@@ -8,8 +8,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from .bench import PAPER_SECONDS_PER_IMAGE
-from .bench_run import PathResult
+from .run import PathResult
+from .scenarios import PAPER_SECONDS_PER_IMAGE
 
 EXPERIMENT = "benchmarks"
 
@@ -28,8 +28,20 @@ def print_results(
         by_model.setdefault(result.model + trained, []).append(result)
     for model, rows in by_model.items():
         table = Table(title=f"{model} - {scenario} on {device}", title_justify="left")
-        for column in ("path", "equal", "p50 ms", "p90 ms", "p99 ms", "img/s", "batch", "case s",
-                       f"/{PAPER_SECONDS_PER_IMAGE}s", "speed-up", "GFLOP", "floor ms"):  # fmt: skip
+        for column in (
+            "path",
+            "equal",
+            "p50 ms",
+            "p90 ms",
+            "p99 ms",
+            "img/s",
+            "batch",
+            "case s",
+            f"/{PAPER_SECONDS_PER_IMAGE}s",
+            "speed-up",
+            "GFLOP",
+            "floor ms",
+        ):
             table.add_column(column, justify="left" if column in ("path", "equal") else "right")
         reference = rows[0].seconds_per_image
         for row in rows:
@@ -38,7 +50,11 @@ def print_results(
             speedup = "-" if not (seconds and reference) else f"{reference / seconds:.2f}x"
             equal = "[green]yes[/]" if row.equal else "[red]NO[/]"
             table.add_row(
-                row.options.label, equal, _ms(record["p50_ms"]), _ms(record["p90_ms"]), _ms(record["p99_ms"]),
+                row.options.label,
+                equal,
+                _ms(record["p50_ms"]),
+                _ms(record["p90_ms"]),
+                _ms(record["p99_ms"]),
                 "-" if record["images_per_s"] is None else f"{record['images_per_s']:.1f}",
                 "-" if record["batch"] is None else str(record["batch"]),
                 "-" if row.case_s is None else f"{row.case_s:.2f} s",
@@ -46,7 +62,7 @@ def print_results(
                 speedup,
                 "-" if row.gflop_per_image is None else f"{row.gflop_per_image:.2f}",
                 _ms(row.floor_ms),
-            )  # fmt: skip
+            )
         console.print(table)
         for row in rows[1:]:
             console.print(f"  {row.options.label}: {'equal' if row.equal else 'NOT equal, not timed'}: {row.equality}")
@@ -55,19 +71,24 @@ def print_results(
         f"seconds per image over the papers' {PAPER_SECONDS_PER_IMAGE} s/image; speed-up: over eager fp32"
     )
     if any(r.floor_ms is not None for r in results):
-        console.print("compute floor = FLOPs per image (FlopCounterMode, one batch-1 eager forward: convolutions and "
-                      "matrix products) / the device's dense peak for the dtype; GFLOP / (TFLOP/s) = ms")  # fmt: skip
+        console.print(
+            "compute floor = FLOPs per image (FlopCounterMode, one batch-1 eager forward: convolutions and "
+            "matrix products) / the device's dense peak for the dtype; GFLOP / (TFLOP/s) = ms"
+        )
     else:
         console.print("compute floor: GPU only (FLOPs per image / the device's dense peak); none on this device")
-    console.print(f"harness overhead (null backend, single-stream): p50 {1e3 * overhead['p50_ms']:.1f} us, "
-                  f"p99 {1e3 * overhead['p99_ms']:.1f} us per query")  # fmt: skip
+    console.print(
+        f"harness overhead (null backend, single-stream): p50 {1e3 * overhead['p50_ms']:.1f} us, "
+        f"p99 {1e3 * overhead['p99_ms']:.1f} us per query"
+    )
 
 
 def log_results(records: Sequence[dict[str, Any]], *, uri: str, scenario: str, device: str) -> list[str]:
     """Log each record as a run of the ``benchmarks`` experiment; returns the run ids."""
     import torch
 
-    from harness.tracking import git_commit, log_benchmark_run
+    from harness.provenance import git_commit
+    from harness.tracking import log_benchmark_run
 
     run_ids = []
     for record in records:
@@ -92,9 +113,22 @@ def log_results(records: Sequence[dict[str, Any]], *, uri: str, scenario: str, d
             "equal": record["equal"],
             "equality": record["equality"],
         }
-        metrics = {k: record[k] for k in ("p50_ms", "p90_ms", "p99_ms", "mean_ms", "images_per_s", "per_case_s",
-                                          "ratio_to_paper", "gflop_per_image", "floor_ms")}  # fmt: skip
+        metrics = {
+            k: record[k]
+            for k in (
+                "p50_ms",
+                "p90_ms",
+                "p99_ms",
+                "mean_ms",
+                "images_per_s",
+                "per_case_s",
+                "ratio_to_paper",
+                "gflop_per_image",
+                "floor_ms",
+            )
+        }
         tags = {"harness.commit": git_commit()}
-        run_ids.append(log_benchmark_run(uri, EXPERIMENT, f"{record['model']} {record['path']} {scenario}", params,
-                                         metrics, tags))  # fmt: skip
+        run_ids.append(
+            log_benchmark_run(uri, EXPERIMENT, f"{record['model']} {record['path']} {scenario}", params, metrics, tags)
+        )
     return run_ids

@@ -44,8 +44,10 @@ def spread_detector_scores(model: nn.Module, images: torch.Tensor, logit_std: fl
     """
     generator = torch.Generator().manual_seed(seed)
     # The RPN's objectness first (its inputs do not depend on it), then the box classifier on the new proposals.
-    for part, layer in ((model.rpn.head.conv, model.rpn.head.cls_logits),
-                        (model.roi_heads.box_head, model.roi_heads.box_predictor.cls_score)):  # fmt: skip
+    for part, layer in (
+        (model.rpn.head.conv, model.rpn.head.cls_logits),
+        (model.roi_heads.box_head, model.roi_heads.box_predictor.cls_score),
+    ):
         inputs: list[torch.Tensor] = []
         hook = part.register_forward_hook(lambda _m, _i, out, inputs=inputs: inputs.append(out))
         try:

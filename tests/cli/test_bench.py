@@ -12,32 +12,72 @@ def test_bench_help(capsys):
         build_parser().parse_args(["bench", "--help"])
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
-    for option in ("--model", "--scenario", "--device", "--dtype", "--channels-last", "--compile", "--queries",
-                   "--json", "--tracking-uri", "--no-mlflow", "single-stream", "offline"):  # fmt: skip
+    for option in (
+        "--model",
+        "--scenario",
+        "--device",
+        "--dtype",
+        "--channels-last",
+        "--compile",
+        "--queries",
+        "--json",
+        "--tracking-uri",
+        "--no-mlflow",
+        "single-stream",
+        "offline",
+    ):
         assert option in out
 
 
 @pytest.mark.parametrize("scenario", ["single-stream", "offline"])
 def test_bench_writes_json_per_model(tmp_path, scenario):
     out = tmp_path / "out.json"
-    argv = ["bench", "--model", "wu2020", "--model", "fasterrcnn_mobilenet_v3_fpn", "--size", "64",
-            "--scenario", scenario, "--channels-last", "--queries", "3", "--batch-sizes", "1,2", "--case-slices", "2",
-            "--threads", "1", "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}", "--json", str(out)]  # fmt: skip
+    argv = [
+        "bench",
+        "--model",
+        "wu2020",
+        "--model",
+        "fasterrcnn_mobilenet_v3_fpn",
+        "--size",
+        "64",
+        "--scenario",
+        scenario,
+        "--channels-last",
+        "--queries",
+        "3",
+        "--batch-sizes",
+        "1,2",
+        "--case-slices",
+        "2",
+        "--threads",
+        "1",
+        "--tracking-uri",
+        f"sqlite:///{tmp_path / 'mlflow.db'}",
+        "--json",
+        str(out),
+    ]
     assert main(argv) == 0
     payload = json.loads(out.read_text())
     assert payload["scenario"] == scenario and payload["torch"]
     results = payload["results"]
     assert [(r["model"], r["path"]) for r in results] == [
-        ("wu2020", "eager-fp32"), ("wu2020", "fp32+channels_last"),
-        ("fasterrcnn_mobilenet_v3_fpn", "eager-fp32"), ("fasterrcnn_mobilenet_v3_fpn", "fp32+channels_last"),
-    ]  # fmt: skip
+        ("wu2020", "eager-fp32"),
+        ("wu2020", "fp32+channels_last"),
+        ("fasterrcnn_mobilenet_v3_fpn", "eager-fp32"),
+        ("fasterrcnn_mobilenet_v3_fpn", "fp32+channels_last"),
+    ]
     for record in results:
         assert record["equal"], record["equality"]
         assert 0 < record["p50_ms"] <= record["p90_ms"] <= record["p99_ms"]
         assert record["images_per_s"] > 0 and record["per_case_s"] > 0
         assert record["ratio_to_paper"] == pytest.approx(
-            (record["p50_ms"] / 1e3 if scenario == "single-stream" and record["batch"] == 1
-             else 1 / record["images_per_s"]) / 0.2)  # fmt: skip
+            (
+                record["p50_ms"] / 1e3
+                if scenario == "single-stream" and record["batch"] == 1
+                else 1 / record["images_per_s"]
+            )
+            / 0.2
+        )
         assert record["device"] == "cpu" and record["dtype"] == "fp32"
     if scenario == "offline":
         assert set(results[0]["offline_images_per_s_by_batch"]) == {"1", "2"}
@@ -73,7 +113,7 @@ def _silent_detector_checkpoint(path):
     """A detector checkpoint whose box classifier always says background: no detection scores above 0.5."""
     import torch
 
-    from harness.bench_weights import benchmark_model
+    from harness.bench.weights import benchmark_model
     from harness.train.checkpoint import save_checkpoint
 
     model = benchmark_model("fasterrcnn_mobilenet_v3_fpn", image_size=64)
@@ -87,8 +127,21 @@ def _silent_detector_checkpoint(path):
 def test_bench_times_a_checkpoint_with_its_weights_and_inputs(tmp_path):
     out = tmp_path / "out.json"
     checkpoint = _silent_detector_checkpoint(tmp_path / "best.pt")
-    argv = ["bench", "--checkpoint", str(checkpoint), "--channels-last", "--queries", "2", "--case-slices", "1",
-            "--threads", "1", "--no-mlflow", "--json", str(out)]  # fmt: skip
+    argv = [
+        "bench",
+        "--checkpoint",
+        str(checkpoint),
+        "--channels-last",
+        "--queries",
+        "2",
+        "--case-slices",
+        "1",
+        "--threads",
+        "1",
+        "--no-mlflow",
+        "--json",
+        str(out),
+    ]
     assert main(argv) == 0
     reference, fast = json.loads(out.read_text())["results"]
     assert reference["model"] == "fasterrcnn_mobilenet_v3_fpn" and reference["weights"] == str(checkpoint)
@@ -105,15 +158,33 @@ def test_bench_names_a_missing_checkpoint(tmp_path, capsys):
 
 
 def test_bench_interleaves_paths_query_by_query(tmp_path, monkeypatch):
-    import harness.bench_run as bench_run
+    import harness.bench.run as bench_run
 
     calls = []  # the real scheduler, watched: `interleaved` itself is tested in test_scenarios.py
     real = bench_run.interleaved
-    monkeypatch.setattr(bench_run, "interleaved", lambda backends, *a, **k: calls.append((len(backends), k))
-                        or real(backends, *a, **k))  # fmt: skip
+    monkeypatch.setattr(
+        bench_run, "interleaved", lambda backends, *a, **k: calls.append((len(backends), k)) or real(backends, *a, **k)
+    )
     out = tmp_path / "out.json"
-    argv = ["bench", "--model", "wu2020", "--path", "fp32+channels_last", "--path", "fp32+uint8", "--interleave",
-            "--queries", "5", "--case-slices", "2", "--threads", "1", "--no-mlflow", "--json", str(out)]  # fmt: skip
+    argv = [
+        "bench",
+        "--model",
+        "wu2020",
+        "--path",
+        "fp32+channels_last",
+        "--path",
+        "fp32+uint8",
+        "--interleave",
+        "--queries",
+        "5",
+        "--case-slices",
+        "2",
+        "--threads",
+        "1",
+        "--no-mlflow",
+        "--json",
+        str(out),
+    ]
     assert main(argv) == 0
     results = json.loads(out.read_text())["results"]
     assert [r["path"] for r in results] == ["eager-fp32", "fp32+channels_last", "fp32+uint8"]

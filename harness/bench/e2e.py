@@ -29,8 +29,7 @@ from harness.datasets.dicom_io import SliceHeader, frames_of, read_dicom, read_p
 from harness.datasets.errors import DataError
 from harness.datasets.series import Volume, load_series
 from harness.datasets.volumes import cached_volume
-
-from .inference import Predictor
+from harness.inference import Predictor
 
 Frames = list[tuple[SliceHeader, np.ndarray]]  # each frame's header and its pixels, float32 after rescale
 

@@ -18,11 +18,12 @@ from pathlib import Path
 
 from rich.console import Console
 
-from harness import tracking
+from harness import provenance, tracking
 from harness.config import DataConfig
-from harness.sweep import SweepError, SweepPlan
-from harness.sweep_view import TrialBoard
 from harness.tune import TrialOutcome, check_resources, connect, disconnect, run_study
+
+from .plan import SweepError, SweepPlan
+from .view import TrialBoard
 
 log = logging.getLogger(__name__)
 
@@ -86,10 +87,12 @@ def prepare_data(plan: SweepPlan, console: Console) -> dict[str, str]:
         if key in fingerprints:
             continue
         if data.synth is not None:
-            console.print(f"[dim]dataset for {trial.study}: synthetic cohort {data.synth.patients} patients, "
-                          f"{data.synth.centers} centres (generated once when missing)")  # fmt: skip
+            console.print(
+                f"[dim]dataset for {trial.study}: synthetic cohort {data.synth.patients} patients, "
+                f"{data.synth.centers} centres (generated once when missing)"
+            )
         root = ensure_dataset(data)
-        fingerprints[key] = tracking.dataset_fingerprint(root)
+        fingerprints[key] = provenance.dataset_fingerprint(root)
     return fingerprints
 
 
@@ -109,25 +112,42 @@ def run_sweep(
     state = _prepare_state(plan, resume, fresh)
     prepare_data(plan, console)
     sweep_tracking = tracking.SweepTracking(tracking_uri, settings.name)
-    tags = {"harness.version": tracking.harness_version(), "git_commit": tracking.git_commit()}
-    parent = sweep_tracking.parent_run(settings.name, state["parent_run_id"] if state else None, tags,
-                                       {"studies": ",".join(s.study.name for s in plan.studies),
-                                        "trials": str(len(plan.trials))})  # fmt: skip
+    tags = {"harness.version": provenance.harness_version(), "git_commit": provenance.git_commit()}
+    parent = sweep_tracking.parent_run(
+        settings.name,
+        state["parent_run_id"] if state else None,
+        tags,
+        {"studies": ",".join(s.study.name for s in plan.studies), "trials": str(len(plan.trials))},
+    )
     if state:
         stale = sweep_tracking.mark_stale(parent, status="KILLED")
         if stale:
-            console.print(f"[yellow]marked {len(stale)} runs left RUNNING by the interrupted sweep as KILLED; "
-                          "their trials continue them")  # fmt: skip
-    _write_state(plan, {"parent_run_id": parent, "tracking_uri": tracking_uri,
-                        "experiment_id": sweep_tracking.experiment_id, "status": "RUNNING"})  # fmt: skip
-    tracking_info = {"uri": tracking_uri, "experiment_id": sweep_tracking.experiment_id, "parent_run_id": parent,
-                     "tags": {tracking.SWEEP_TAG: settings.name, **tags}}  # fmt: skip
+            console.print(
+                f"[yellow]marked {len(stale)} runs left RUNNING by the interrupted sweep as KILLED; "
+                "their trials continue them"
+            )
+    _write_state(
+        plan,
+        {
+            "parent_run_id": parent,
+            "tracking_uri": tracking_uri,
+            "experiment_id": sweep_tracking.experiment_id,
+            "status": "RUNNING",
+        },
+    )
+    tracking_info = {
+        "uri": tracking_uri,
+        "experiment_id": sweep_tracking.experiment_id,
+        "parent_run_id": parent,
+        "tags": {tracking.SWEEP_TAG: settings.name, **tags},
+    }
     outcomes: list[TrialOutcome] = []
     board = TrialBoard(console)
     for study in plan.studies:
         for trial in study.trials:
-            board.add(trial.key, trial.run_name.split(": ", 1)[-1], study.study.scheduler.metric,
-                      study.study.scheduler.mode)  # fmt: skip
+            board.add(
+                trial.key, trial.run_name.split(": ", 1)[-1], study.study.scheduler.metric, study.study.scheduler.mode
+            )
     storage = settings.storage / settings.name
     interrupted = False
     try:
@@ -176,8 +196,9 @@ def _finish(plan: SweepPlan, sweep_tracking, parent: str, outcomes: list[TrialOu
         log.warning("runs left RUNNING, marked %s: %s", "KILLED" if interrupted else "FAILED", ", ".join(left))
     complete = len(outcomes) == len(plan.trials) and not any(t.status == "FAILED" for t in outcomes)
     status = "KILLED" if interrupted else ("FINISHED" if complete else "FAILED")
-    counts = {f"trials_{s.lower()}": float(sum(t.status == s for t in outcomes)) for s in ("FINISHED", "KILLED",
-                                                                                        "FAILED")}  # fmt: skip
+    counts = {
+        f"trials_{s.lower()}": float(sum(t.status == s for t in outcomes)) for s in ("FINISHED", "KILLED", "FAILED")
+    }
     sweep_tracking.end_parent(parent, status, counts)
     state = json.loads(_state_path(plan).read_text())
     state.update(status=status, trials=[asdict(t) for t in outcomes])

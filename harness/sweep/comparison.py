@@ -9,29 +9,27 @@ computed from), and its truth the manifest's ``lnm`` column of ``predictions.csv
 may include benign nodes (``data.targets: all``) and an LNM+ patient may have no metastatic node boxed on the
 detector's sequence. A detector run without the ``lnm`` column (written before it existed) gets '—'.
 
-Tables, Markdown and HTML output: `harness.compare_report`.
+The runs come from `harness.tracking` (the only module that talks to MLflow). Tables, Markdown and HTML output:
+`harness.sweep.report`.
 """
 
 from __future__ import annotations
 
 import math
-import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
-from harness.tracking import PARENT_TAG, STUDY_TAG, SWEEP_TAG, TRIAL_TAG
+from harness import tracking
+from harness.tracking import STUDY_TAG, SWEEP_TAG, TRIAL_TAG, ExperimentNotFoundError, RunRecord
 
 DASH = "—"
 BEST_METRIC = {"classification": "val_auc", "detection": "val_map50"}
 GROUP_KEYS = ("sequence", "augment", "backbone")
-EXCLUDED_EXPERIMENTS = ("benchmarks",)  # `harness bench` results: no sweep to compare
 
-
-class ExperimentNotFoundError(ValueError):
-    """The experiment asked for (or any sweep experiment) is not in the tracking store."""
+__all__ = ["Comparison", "ExperimentNotFoundError", "Trial", "load_comparison"]
 
 
 @dataclass
@@ -98,75 +96,29 @@ def load_comparison(tracking_uri: str, experiment: str | None) -> Comparison:
         ExperimentNotFoundError: no such experiment, or it holds no sweep parent run (the message lists the
             experiments the store knows).
     """
-    from mlflow import MlflowClient
-
-    client = MlflowClient(tracking_uri=tracking_uri)
-    exp, parent = _find_sweep(client, experiment, tracking_uri)
-    children = _search(client, exp.experiment_id, f"tags.`{PARENT_TAG}` = '{parent.info.run_id}'")
-    trials = [_trial(client, run) for run in children]
+    runs = tracking.latest_sweep_runs(tracking_uri, experiment)
+    trials = [_trial(tracking_uri, run) for run in runs.children]
     _fill_unknown_tasks(trials)
     for task in {t.task for t in trials}:
         _compare_to_best(trials, task)
-    sweep = parent.data.tags.get(SWEEP_TAG, exp.name)
-    return Comparison(tracking_uri, exp.name, sweep, parent.info.run_id, trials)
+    sweep = runs.parent.tags.get(SWEEP_TAG, runs.experiment)
+    return Comparison(tracking_uri, runs.experiment, sweep, runs.parent.run_id, trials)
 
 
-def _search(client, experiment_id: str, filter_string: str) -> list:
-    """Every run matching ``filter_string``, across result pages."""
-    runs, token = [], None
-    while True:
-        page = client.search_runs([experiment_id], filter_string=filter_string, max_results=1000, page_token=token)
-        runs += list(page)
-        token = page.token
-        if not token:
-            return runs
-
-
-def _experiments(client) -> list:
-    """Active experiments, newest first."""
-    found, token = [], None
-    while True:
-        page = client.search_experiments(max_results=1000, page_token=token)
-        found += list(page)
-        token = page.token
-        if not token:
-            return sorted(found, key=lambda e: e.creation_time or 0, reverse=True)
-
-
-def _latest_parent(client, experiment_id: str):
-    """The most recently started sweep parent run of an experiment (children carry the parent tag), or None."""
-    runs = _search(client, experiment_id, f"tags.`{SWEEP_TAG}` LIKE '%'")
-    parents = [r for r in runs if PARENT_TAG not in r.data.tags]
-    return max(parents, key=lambda r: r.info.start_time or 0, default=None)
-
-
-def _find_sweep(client, name: str | None, uri: str):
-    experiments = _experiments(client)
-    known = ", ".join(sorted(e.name for e in experiments)) or "none"
-    if name is not None:
-        exp = next((e for e in experiments if e.name == name), None)
-        parent = _latest_parent(client, exp.experiment_id) if exp else None
-        if exp is None or parent is None:
-            why = "not found" if exp is None else "holds no sweep parent run"
-            raise ExperimentNotFoundError(f"experiment {name!r} {why} in {uri}; known experiments: {known}")
-        return exp, parent
-    for exp in experiments:
-        if exp.name in EXCLUDED_EXPERIMENTS:
-            continue
-        parent = _latest_parent(client, exp.experiment_id)
-        if parent is not None:
-            return exp, parent
-    raise ExperimentNotFoundError(f"no experiment with a sweep run in {uri}; known experiments: {known}")
-
-
-def _trial(client, run) -> Trial:
-    tags, params = run.data.tags, dict(run.data.params)
-    task = params.get("task") or _task_from_metrics(run.data.metrics)
-    trial = Trial(run_id=run.info.run_id, name=run.info.run_name or run.info.run_id, status=run.info.status,
-                  task=task, key=tags.get(TRIAL_TAG), study=tags.get(STUDY_TAG), params=params,
-                  metrics=dict(run.data.metrics))  # fmt: skip
+def _trial(uri: str, run: RunRecord) -> Trial:
+    task = run.params.get("task") or _task_from_metrics(run.metrics)
+    trial = Trial(
+        run_id=run.run_id,
+        name=run.name,
+        status=run.status,
+        task=task,
+        key=run.tags.get(TRIAL_TAG),
+        study=run.tags.get(STUDY_TAG),
+        params=run.params,
+        metrics=run.metrics,
+    )
     if task in ("classification", "detection"):
-        trial.val_predictions = _val_predictions(client, run.info.run_id)
+        trial.val_predictions = tracking.read_artifact(uri, run.run_id, "predictions.csv", _read_predictions)
     return trial
 
 
@@ -184,23 +136,20 @@ def _fill_unknown_tasks(trials: list[Trial]) -> None:
             trial.task = by_study[trial.study]
 
 
-def _val_predictions(client, run_id: str) -> pd.DataFrame | None:
-    """The validation patients of a run's ``predictions.csv``: columns patient, dl_score, lnm (None when the artifact
-    is missing, unreadable, or has no patient truth). A detector's per-slice rows become one row per patient with
-    its highest slice score."""
-    from mlflow.exceptions import MlflowException
-
-    with tempfile.TemporaryDirectory() as folder:
-        try:
-            path = client.download_artifacts(run_id, "predictions.csv", folder)
-            frame = pd.read_csv(path, dtype={"patient": str, "split": str})
-        except (MlflowException, OSError, ValueError):
-            return None
+def _read_predictions(path: Path) -> pd.DataFrame | None:
+    """The validation patients of a run's ``predictions.csv``: columns patient, dl_score, lnm (None when unreadable
+    or without patient truth). A detector's per-slice rows become one row per patient with its highest slice
+    score."""
+    try:
+        frame = pd.read_csv(path, dtype={"patient": str, "split": str})
+    except (OSError, ValueError):
+        return None
     if {"split", "patient", "max_score", "lnm"} <= set(frame.columns):  # a detector: slices -> patients
         frame = frame.rename(columns={"max_score": "dl_score"})
         frame["dl_score"] = pd.to_numeric(frame["dl_score"], errors="coerce")
-        frame = frame.groupby(["split", "patient"], as_index=False).agg(dl_score=("dl_score", "max"),
-                                                                      lnm=("lnm", "first"))  # fmt: skip
+        frame = frame.groupby(["split", "patient"], as_index=False).agg(
+            dl_score=("dl_score", "max"), lnm=("lnm", "first")
+        )
     if not {"split", "patient", "dl_score", "lnm"} <= set(frame.columns):
         return None
     val = frame.loc[frame["split"] == "val", ["patient", "dl_score", "lnm"]].copy()
@@ -254,34 +203,3 @@ def delong_p(a: pd.DataFrame | None, b: pd.DataFrame | None) -> float:
         return float(delong_test(*shared).p_value)
     except ValueError:  # e.g. scores of another length; a comparison with a gap beats no comparison
         return math.nan
-
-
-def compare_command(experiment: str | None, tracking_uri: str, out_dir: Path, console) -> Comparison:
-    """``harness compare``: load the sweep, print its tables, write ``comparison.md`` and ``comparison.html``.
-
-    Args:
-        experiment: experiment name, or None for the latest sweep experiment.
-        tracking_uri: MLflow tracking URI.
-        out_dir: folder for the two reports (created).
-        console: a ``rich.console.Console``.
-
-    Returns:
-        The `Comparison`.
-    """
-    from harness.compare_report import print_comparison, write_html, write_markdown
-
-    comparison = load_comparison(tracking_uri, experiment)
-    print_comparison(comparison, console)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    markdown = write_markdown(comparison, out_dir / "comparison.md")
-    html = write_html(comparison, out_dir / "comparison.html")
-    console.print(f"Wrote {markdown} and {html}")
-    return comparison
-
-
-def print_comparison(comparison: Comparison, console) -> None:
-    """Print the comparison tables to a rich ``console`` (used at the end of ``harness run``)."""
-    from harness.compare_report import print_comparison as _print
-
-    _print(comparison, console)

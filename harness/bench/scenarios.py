@@ -28,8 +28,9 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from .bench_weights import benchmark_model, spread_detector_scores
-from .inference import InferenceOptions, Predictor
+from harness.inference import InferenceOptions, Predictor
+
+from .weights import benchmark_model, spread_detector_scores
 
 PAPER_SECONDS_PER_IMAGE = 0.2  # Lu 2018: 0.2 s per image, 20 s per 100-slice case
 CASE_SLICES = 100

@@ -1,0 +1,49 @@
+"""``harness train``: one training run from a trial YAML (`harness.train.run_training`)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def add_train(commands) -> None:
+    """Add the ``train`` sub-command."""
+    parser = commands.add_parser(
+        "train",
+        help="one training run (a classifier or a detector) from a trial YAML",
+        description="Train and evaluate one model: the same keys as one point of a sweep (see examples/"
+        "train_classifier.yaml and examples/train_detector.yaml). Writes the resolved config, checkpoints, "
+        "history.csv, predictions.csv, plots and metrics.json under OUTPUT_DIR/NAME, prints a summary, and prints "
+        "the final metrics as one JSON object on the last line of stdout.",
+    )
+    parser.add_argument("config", type=Path, help="trial YAML")
+    parser.add_argument("--data", type=Path, help="dataset folder; overrides data.root / data.synth of the config")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key (repeatable), e.g. --set train.stage2_epochs=5 --set data.sequence=ADC",
+    )
+    parser.add_argument("--resume", action="store_true", help="continue from OUTPUT_DIR/NAME/checkpoints/last.pt")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars (logs, CI)")
+    parser.set_defaults(handler=_run_train)
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    import json
+
+    from rich.console import Console
+
+    from harness.config import load_config
+    from harness.train import run_training
+    from harness.train.evaluation import finite
+    from harness.train.report import print_train_summary
+
+    config = load_config(args.config, args.overrides)
+    console = Console(stderr=True)
+    result = run_training(config, data_root=args.data, resume=args.resume, progress=not args.no_progress)
+    print_train_summary(config, result, console)
+    print(json.dumps(finite(result.metrics), sort_keys=True))
+    return 0
