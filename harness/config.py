@@ -9,6 +9,7 @@ overrides are applied to the raw mapping before validation, so they are checked 
 
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
 from typing import Any, Literal
 
@@ -29,24 +30,69 @@ class StrictModel(BaseModel):
 
 
 class SynthSpec(StrictModel):
-    """A synthetic cohort generated once, before training, when ``out`` does not hold one yet."""
+    """A synthetic cohort generated once, before training, when ``out`` does not hold one yet.
+
+    ``signal_by_sequence`` selects planted mode (docs/synthetic.md): each of T2WI, CET1WI and ADC (alias DWI) carries
+    its own tumour feature of the given strength (missing keys 0); ``shared_signal`` (None: 0) is then the strength of
+    the features every sequence sees, and ``signal`` must be left out. The planting is stored in canonical form (all
+    three keys, DWI folded into ADC), so equal plantings resolve to the same cohort.
+    """
 
     patients: int = Field(60, ge=1)
     centers: int = Field(3, ge=1)
     seed: int = Field(0, ge=0)
     signal: float | None = Field(None, ge=0, description="None: the generator's default")
-    out: Path | None = Field(None, description="default: data/synth-<patients>p-<centers>c-seed<seed>-signal<signal>")
+    signal_by_sequence: dict[str, float] | None = Field(
+        None, description="planted mode: strength per sequence, keys T2WI, CET1WI, ADC (DWI = ADC), missing keys 0"
+    )
+    shared_signal: float | None = Field(
+        None, ge=0, allow_inf_nan=False, description="planted mode: strength of the shared features; None: 0"
+    )
+    out: Path | None = Field(
+        None,
+        description="default: data/synth-<patients>p-<centers>c-seed<seed>-signal<signal>, or in planted mode "
+        "data/synth-<patients>p-<centers>c-seed<seed>-planted-T2WI<x>-CET1WI<y>-ADC<z>[-shared<s>]",
+    )
+
+    @field_validator("signal_by_sequence")
+    @classmethod
+    def _canonical_planting(cls, value: dict[str, float] | None) -> dict[str, float] | None:
+        if value is None:
+            return None
+        from harness.datasets.synthetic.planted import canonical_planting
+
+        return canonical_planting(value)  # known keys, finite values >= 0; ValueError names the allowed keys
+
+    @model_validator(mode="after")
+    def _one_mode(self) -> SynthSpec:
+        if self.signal_by_sequence is not None and self.signal is not None:
+            raise ValueError("give signal or signal_by_sequence, not both (in planted mode use shared_signal)")
+        if self.signal_by_sequence is None and self.shared_signal is not None:
+            raise ValueError("shared_signal only applies with signal_by_sequence (planted mode)")
+        return self
 
 
 class SplitSpec(StrictModel):
-    """Patients into train / val (/ test): by centre (Wu's external validation) or stratified random."""
+    """Patients into train / val (/ test): by centre (Wu's external validation), stratified random, or fold ``fold``
+    of a patient-level K-fold cross-validation (``cv``; stratified by label and centre, the test set held out
+    first: ``test_centers`` or ``test_fraction``)."""
 
-    by: Literal["center", "random"] = "center"
+    by: Literal["center", "random", "cv"] = "center"
     val_centers: list[str] = Field(default_factory=lambda: ["3"])
     test_centers: list[str] = Field(default_factory=list)
     val_fraction: float = Field(0.3, gt=0, lt=1)
     test_fraction: float = Field(0.0, ge=0, lt=1)
-    seed: int = 0
+    folds: int = Field(5, ge=2, le=50, description="cv: number of folds")
+    fold: int = Field(0, ge=0, description="cv: the fold that validates (0 .. folds-1)")
+    seed: int = Field(0, description="random / cv: the assignment of patients (fixed per study)")
+
+    @model_validator(mode="after")
+    def _fold_in_range(self) -> SplitSpec:
+        if self.by == "cv" and self.fold >= self.folds:
+            raise ValueError(f"split.fold: {self.fold} is not a fold of {self.folds} (0 .. {self.folds - 1})")
+        if self.by == "cv" and self.test_centers and self.test_fraction:
+            raise ValueError("split: give test_centers or test_fraction for the held-out test set, not both")
+        return self
 
     @field_validator("val_centers", "test_centers", mode="before")
     @classmethod
@@ -157,6 +203,7 @@ class TrialConfig(StrictModel):
     device: str = Field("auto", description="auto (CUDA when present), cpu, cuda, cuda:1...")
     amp: Literal["auto", "off", "bf16", "fp16"] = "auto"
     seed: int = 0
+    repeat: int = Field(0, ge=0, description="the training repeat: the run's seed is seed + repeat (same split)")
     num_workers: int = Field(0, ge=0)
     n_boot: int = Field(1000, ge=100, description="bootstrap resamples for the AUC CI")
     output_dir: Path = Path("runs")
@@ -164,20 +211,40 @@ class TrialConfig(StrictModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> TrialConfig:
-        from harness.models import list_models, model_signature, model_task
+        from harness.models import CLASSIFIER_BACKBONES, check_model_kwargs, list_models, model_task
 
         known = list_models(task=self.task)
         if self.model not in known:
             raise ValueError(f"model: unknown {self.task} model {self.model!r}; known: {', '.join(known)}")
         if model_task(self.model) != self.task:
             raise ValueError(f"model: {self.model!r} is a {model_task(self.model)} model, not {self.task}")
-        accepted = set(model_signature(self.model).parameters)
-        unknown = sorted(set(self.model_kwargs) - accepted)
-        if unknown:
-            raise ValueError(f"model_kwargs: {unknown} not accepted by {self.model}; accepted: {sorted(accepted)}")
+        try:
+            # Set through __dict__: an assignment would run this validator again (validate_assignment).
+            self.__dict__["model_kwargs"] = check_model_kwargs(self.model, self.model_kwargs)
+        except ValueError as error:
+            raise ValueError(f"model_kwargs.{error}") from None
+        backbone = self.model_kwargs.get("backbone")
+        if self.task == "classification" and backbone is not None and backbone not in CLASSIFIER_BACKBONES:
+            known = ", ".join(CLASSIFIER_BACKBONES)
+            raise ValueError(f"model_kwargs.backbone: unknown classifier backbone {backbone!r}; known: {known}")
         if self.task == "detection" and self.data.sequence not in ("T2WI", "DWI"):
             raise ValueError(f"data.sequence: detection uses axial T2WI or DWI, got {self.data.sequence!r}")
         return self
+
+    def epoch_metrics(self) -> list[str]:
+        """The metrics this run reports after every epoch (what early stopping and ASHA can watch)."""
+        if self.task == "classification":
+            return ["train_loss", "val_auc", "val_slice_auc"]
+        from harness.datasets.detection import class_names
+        from harness.metrics.detection import detector_report_keys
+
+        evaluates = isinstance(self.train, DetectorTraining) and self.train.eval_every
+        return ["train_loss"] + (detector_report_keys(class_names(self.data.label_mode)) if evaluates else [])
+
+    @property
+    def training_seed(self) -> int:
+        """The seed of initialisation, augmentation and data order: ``seed + repeat`` (the split has its own)."""
+        return self.seed + self.repeat
 
     def resolved(self) -> dict[str, Any]:
         """The config with every default filled in, JSON/YAML-able (written next to the results)."""
@@ -240,7 +307,22 @@ def parse_config(raw: dict, source: str = "config") -> TrialConfig:
     if problems:
         raise ConfigError("\n".join(problems))
     config.train = train
+    if config.early_stopping is not None:
+        check_reported(config, config.early_stopping.metric, f"{source}: early_stopping.metric")
     return config
+
+
+def check_reported(config: TrialConfig, metric: str, where: str) -> None:
+    """Raise `ConfigError` at ``where`` when ``config``'s runs never report ``metric`` after an epoch."""
+    reported = config.epoch_metrics()
+    if metric in reported:
+        return
+    close = difflib.get_close_matches(metric, reported, n=3, cutoff=0.6)
+    hint = f"did you mean {', '.join(map(repr, close))}? " if close else ""
+    raise ConfigError(
+        f"{where}: {metric!r} is not reported after each epoch by this {config.task} run; {hint}"
+        f"reported: {', '.join(reported)}"
+    )
 
 
 def load_yaml(path: Path | str) -> Any:

@@ -1,8 +1,10 @@
 """Every MLflow call of the harness, writes and reads (docs/sweeps.md, "MLflow layout"); a test keeps it the only
 module that imports ``mlflow``.
 
-Layout: one experiment per sweep name; one parent run per sweep; one child run per trial, named after its grid
-point and tagged with the trial's key, so that a retried or restored trial finds and continues its own run.
+Layout: one experiment per sweep name (in MLflow's model-training view); one parent run per execution of the sweep;
+under it one run per configuration (a grid point: the aggregate metrics over its folds and repeats), and under each
+configuration its trials (one per fold and repeat), tagged with the trial's key so that a retried or restored trial
+finds and continues its own run. Every run of an execution carries its parent's id (`SWEEP_RUN_TAG`).
 
 Rules this module keeps:
 - The driver creates the experiment (and so a fresh sqlite database's schema) before any trial starts: several
@@ -16,6 +18,7 @@ Rules this module keeps:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -31,6 +34,18 @@ TRIAL_TAG = "harness.trial"  # the trial's key: how a retried trial finds its ru
 SWEEP_TAG = "harness.sweep"
 STUDY_TAG = "harness.study"
 PARENT_TAG = "mlflow.parentRunId"
+SWEEP_RUN_TAG = "harness.sweep_run"  # the sweep's parent run id, on configuration and trial runs alike
+CONFIGURATION_TAG = "harness.configuration"  # the configuration's key ("classifier-003")
+KIND_TAG = "harness.kind"  # "configuration", "trial" or "benchmark"
+POINT_TAG = "harness.point"  # the configuration's varied values, as JSON (the comparison's factors)
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}  # the UI's model-training view
+# Keys of the resolved config that one task does not use: not logged as params of that task's runs.
+UNUSED_KEYS = {
+    "classification": ("data.image_size", "data.spacing_mm", "data.targets", "data.label_mode", "data.negatives"),
+    "detection": ("data.crop_size", "data.margin_mm"),
+}
+# Logged under their short names (the comparison axes), so not again under their config keys.
+SHORT_NAMES = {"data.sequence": "sequence", "data.augment": "augment", "model_kwargs.backbone": "backbone"}
 PATH_KEYS = ("data.root", "data.synth.out", "output_dir")  # never logged: file paths
 MAX_PARAM_LENGTH = 500
 EXCLUDED_EXPERIMENTS = ("benchmarks",)  # `harness bench` results: no sweep to compare
@@ -56,8 +71,28 @@ def _client(uri: str):
     return MlflowClient(tracking_uri=uri)
 
 
+def _schema_lock(uri: str):
+    """A lock across processes for a sqlite store: MLflow creates a fresh database's schema on first use, and two
+    processes doing that at once fail (``duplicate column name: step``) or corrupt it. A server needs none."""
+    if not uri.startswith("sqlite:///"):
+        return contextlib.nullcontext()
+    from filelock import FileLock
+
+    database = Path(uri.removeprefix("sqlite:///"))
+    database.parent.mkdir(parents=True, exist_ok=True)
+    return FileLock(str(database.with_name(f".{database.name}.lock")), timeout=600)
+
+
 def prepare_experiment(uri: str, name: str) -> str:
-    """Create (or find) the experiment ``name``; returns its id. Call once, in the driver, before any trial."""
+    """Create (or find) the experiment ``name``; returns its id. Call once, in the driver, before any trial.
+
+    Serialised across processes for sqlite (`_schema_lock`): several sweeps started at once in a folder without
+    ``mlflow.db`` all run."""
+    with _schema_lock(uri):
+        return _prepare_experiment(uri, name)
+
+
+def _prepare_experiment(uri: str, name: str) -> str:
     client = _client(uri)
     experiment = client.get_experiment_by_name(name)
     if experiment is not None:
@@ -65,7 +100,7 @@ def prepare_experiment(uri: str, name: str) -> str:
             client.restore_experiment(experiment.experiment_id)
         return experiment.experiment_id
     root = artifact_root_for(uri)
-    return client.create_experiment(name, artifact_location=f"{root}/{name}" if root else None)
+    return client.create_experiment(name, artifact_location=f"{root}/{name}" if root else None, tags=EXPERIMENT_KIND)
 
 
 def flatten(mapping: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -80,12 +115,12 @@ def flatten(mapping: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def trial_params(config: dict[str, Any], point: dict[str, Any]) -> dict[str, str]:
-    """Params of a trial: stable names first (task, model, sequence, augment, backbone, lr, epochs, batch_size),
-    then the varied values and the whole resolved config, flattened, without file paths."""
+def trial_params(config: dict[str, Any], *, configuration: bool = False) -> dict[str, str]:
+    """Params of a run, each once: ``task, model, sequence, augment, backbone, epochs``, then the rest of the resolved
+    config flattened (``train.stage2_lr``, ``data.split.fold``...), without file paths and without the keys the task
+    does not use. ``configuration=True``: the configuration's params (no fold, no repeat)."""
     from harness.config import trial_epochs
 
-    train = config.get("train") or {}
     detection = config["task"] == "detection"
     backbone = config["model"].removeprefix("fasterrcnn_") if detection else config["model_kwargs"].get("backbone")
     stable = {
@@ -94,13 +129,13 @@ def trial_params(config: dict[str, Any], point: dict[str, Any]) -> dict[str, str
         "sequence": config["data"]["sequence"],
         "augment": config["data"]["augment"],
         "backbone": backbone or "resnet18",
-        "lr": train.get("lr") if detection else train.get("stage2_lr"),
         "epochs": trial_epochs(config),
-        "batch_size": train.get("batch_size"),
     }
-    flat = {k: v for k, v in flatten(config).items() if not k.startswith(PATH_KEYS) and k != "name"}
-    params = {**stable, **{f"point.{k}": v for k, v in point.items()}, **flat}
-    return {k: str(v)[:MAX_PARAM_LENGTH] for k, v in params.items()}
+    skipped = {"name", *stable, *UNUSED_KEYS[config["task"]], *SHORT_NAMES}
+    if configuration:
+        skipped |= {"data.split.fold", "repeat"}
+    flat = {k: v for k, v in flatten(config).items() if not k.startswith(PATH_KEYS) and k not in skipped}
+    return {k: str(v)[:MAX_PARAM_LENGTH] for k, v in {**stable, **flat}.items()}
 
 
 def finite_metrics(metrics: dict[str, Any]) -> dict[str, float]:
@@ -132,22 +167,51 @@ class SweepTracking:
         return run.info.run_id
 
     def children(self, parent_run_id: str) -> list:
-        """The child runs of a sweep."""
-        return self.client.search_runs(
-            [self.experiment_id], filter_string=f"tags.`{PARENT_TAG}` = '{parent_run_id}'", max_results=5000
-        )
+        """Every run under a sweep's parent run: configurations and trials."""
+        return _search(self.client, self.experiment_id, f"tags.`{SWEEP_RUN_TAG}` = '{parent_run_id}'")
 
-    def mark_stale(self, parent_run_id: str, status: str = "KILLED") -> list[str]:
-        """Runs still RUNNING (their process died: a killed driver or trial) get ``status``; returns their names."""
-        stale = [run for run in self.children(parent_run_id) if run.info.status == "RUNNING"]
-        for run in stale:
-            self.client.set_terminated(run.info.run_id, status=status)
-        return [run.info.run_name for run in stale]
+    def configuration_runs(self, parent_run_id: str, configurations: dict[str, dict[str, Any]]) -> dict[str, str]:
+        """One run per configuration under the parent (found again on resume); returns key -> run id.
 
-    def end_parent(self, run_id: str, status: str, metrics: dict[str, float] | None = None) -> None:
+        Args:
+            parent_run_id: the sweep's parent run.
+            configurations: key -> ``{"name": run name, "params": params, "tags": tags}``.
+        """
+        found = {
+            run.data.tags.get(CONFIGURATION_TAG): run.info.run_id
+            for run in self.children(parent_run_id)
+            if run.data.tags.get(KIND_TAG) == "configuration"
+        }
+        for key, spec in configurations.items():
+            if key in found:
+                self.client.update_run(found[key], status="RUNNING")
+                continue
+            tags = {PARENT_TAG: parent_run_id, SWEEP_RUN_TAG: parent_run_id, KIND_TAG: "configuration"}
+            tags |= {CONFIGURATION_TAG: key, "mlflow.source.name": "harness run", **spec["tags"]}
+            run = self.client.create_run(self.experiment_id, run_name=spec["name"], tags=tags)
+            self.client.log_batch(run.info.run_id, params=_params(spec["params"]))
+            found[key] = run.info.run_id
+        return {key: found[key] for key in configurations}
+
+    def end_run(self, run_id: str, status: str, metrics: dict[str, float] | None = None) -> None:
+        """Log a configuration's aggregate metrics (step 0) and end its run with ``status``."""
         if metrics:
             self.client.log_batch(run_id, metrics=_metrics(finite_metrics(metrics), step=0))
         self.client.set_terminated(run_id, status=status)
+
+    end_parent = end_run
+
+    def mark_stale(self, parent_run_id: str, status: str = "KILLED") -> list[str]:
+        """Trial runs still RUNNING (their process died: a killed driver or trial) get ``status``; returns their
+        names. Configuration runs are ended by the driver with their own status."""
+        stale = [
+            run
+            for run in self.children(parent_run_id)
+            if run.info.status == "RUNNING" and run.data.tags.get(KIND_TAG) != "configuration"
+        ]
+        for run in stale:
+            self.client.set_terminated(run.info.run_id, status=status)
+        return [run.info.run_name for run in stale]
 
 
 def _params(params: dict[str, str]) -> list:
@@ -387,8 +451,11 @@ def latest_sweep_runs(uri: str, experiment: str | None) -> SweepRuns:
     _check_store_exists(uri)
     client = _client(uri)
     exp, parent = _find_sweep(client, experiment, uri)
-    children = _search(client, exp.experiment_id, f"tags.`{PARENT_TAG}` = '{parent.info.run_id}'")
-    return SweepRuns(exp.name, _record(parent), [_record(run) for run in children])
+    parent_id = parent.info.run_id
+    # Configurations and trials carry the sweep run's id; runs logged before configurations are its direct children.
+    found = {r.info.run_id: r for r in _search(client, exp.experiment_id, f"tags.`{SWEEP_RUN_TAG}` = '{parent_id}'")}
+    found |= {r.info.run_id: r for r in _search(client, exp.experiment_id, f"tags.`{PARENT_TAG}` = '{parent_id}'")}
+    return SweepRuns(exp.name, _record(parent), [_record(run) for run in found.values()])
 
 
 def read_artifact(uri: str, run_id: str, artifact: str, reader: Callable[[Path], T]) -> T | None:
@@ -401,3 +468,14 @@ def read_artifact(uri: str, run_id: str, artifact: str, reader: Callable[[Path],
         except (MlflowException, OSError):
             return None
         return reader(Path(path))
+
+
+def record_comparison(uri: str, parent_run_id: str, aggregates: dict[str, dict[str, float]], files: list[Path]) -> None:
+    """Each configuration's aggregate metrics on its run (run id -> metrics, step 0), the report files on the parent."""
+    client = _client(uri)
+    for run_id, metrics in aggregates.items():
+        values = finite_metrics(metrics)
+        if values:
+            client.log_batch(run_id, metrics=_metrics(values, step=0))
+    for path in files:
+        client.log_artifact(parent_run_id, str(path), artifact_path="comparison")

@@ -133,6 +133,38 @@ def model_signature(name: str) -> inspect.Signature:
     return _entry(name).signature
 
 
+def check_model_kwargs(name: str, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """``kwargs`` checked against the builder of ``name`` and coerced to its annotated types, the way the rest of a
+    config is (YAML 1.1's ``5e-1`` is a string; the builder wants a float).
+
+    Raises:
+        ValueError: an argument the builder does not take (with the close matches), or a value its annotation
+            refuses; the message starts with the argument's name.
+    """
+    import typing
+
+    from pydantic import TypeAdapter, ValidationError
+
+    entry = _entry(name)
+    accepted = [p for p in entry.signature.parameters if p not in ("self",)]
+    hints = typing.get_type_hints(entry.builder)
+    checked = {}
+    for key, value in kwargs.items():
+        if key not in accepted:
+            close = difflib.get_close_matches(key, accepted, n=3, cutoff=0.6)
+            hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
+            raise ValueError(f"{key}: not an argument of {name}{hint} Accepted: {', '.join(sorted(accepted))}")
+        if key not in hints:
+            checked[key] = value
+            continue
+        try:
+            checked[key] = TypeAdapter(hints[key]).validate_python(value)
+        except ValidationError as error:
+            expected = getattr(hints[key], "__name__", None) or str(hints[key]).replace("typing.", "")
+            raise ValueError(f"{key}: {value!r} is not a valid {expected} ({error.errors()[0]['msg']})") from None
+    return checked
+
+
 def _entry(name: str) -> _Entry:
     try:
         return _REGISTRY[name]

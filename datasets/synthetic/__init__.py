@@ -3,7 +3,7 @@
 `generate_cohort` writes a dataset in the harness's format (docs/data-format.md): real DICOM series (T2WI, CET1WI,
 DWI with two b-values, ADC) rendered from a per-patient pelvic phantom under four centres' protocols (Wu 2020, Lu 2018),
 with ``manifest.csv`` and ``annotations.csv``. docs/synthetic.md describes the phantom, the protocols and the effect
-sizes.
+sizes; planted mode (``signal_by_sequence``, planted.py) gives each sequence its own, known signal.
 """
 
 from .cohort import DEFAULT_SIGNAL, CohortSummary, generate_cohort

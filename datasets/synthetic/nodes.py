@@ -137,8 +137,19 @@ def _propose(
     return np.array([x, y_skin + rng.uniform(0.35, 0.65) * lm["fat"], z])
 
 
+def _near_box(p: np.ndarray, reach: float, box: tuple[np.ndarray, np.ndarray] | None) -> bool:
+    """Whether the cube p +- reach meets the axis-aligned box (lo, hi)."""
+    return box is not None and bool(np.all(p + reach > box[0]) and np.all(p - reach < box[1]))
+
+
 def _fits(
-    p: np.ndarray, r_max: float, lm: dict, tumour: Blob, placed: list[tuple[np.ndarray, float]], location: str
+    p: np.ndarray,
+    r_max: float,
+    lm: dict,
+    tumour: Blob,
+    placed: list[tuple[np.ndarray, float]],
+    location: str,
+    keep_out_box: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> bool:
     margin = r_max + HALO_MM + 1.0
     cx, cy = lm["pelvis_center"]
@@ -148,6 +159,8 @@ def _fits(
     if not _in_tube(lm["body"], p, -(r_max + 2.0)):
         return False
     if any(_hits_blob(b, p, margin) for b in lm["keep_out"]) or _hits_blob(tumour, p, margin):
+        return False
+    if _near_box(p, r_max + HALO_MM, keep_out_box):
         return False
     if _in_tube(lm["rectum"], p, margin):
         return False
@@ -159,7 +172,13 @@ def _fits(
 
 
 def draw_nodes(
-    rng: np.random.Generator, site: str, lnm: int, landmarks: dict, tumour: Blob, z_window: tuple[float, float]
+    rng: np.random.Generator,
+    site: str,
+    lnm: int,
+    landmarks: dict,
+    tumour: Blob,
+    z_window: tuple[float, float],
+    clearance_mm: float | None = None,
 ) -> tuple[NodeSpec, ...]:
     """2-8 nodes; lnm=1 patients have 1-4 metastatic ones (the first at a first-echelon station), lnm=0 none.
 
@@ -170,12 +189,18 @@ def draw_nodes(
         landmarks: from the anatomy template (vessels, rectum, body, keep-out solids).
         tumour: the primary tumour's solid (nodes keep clear of it).
         z_window: cranio-caudal range imaged by every axial series; nodes are placed inside it.
+        clearance_mm: when given (planted mode), every node with its fat halo also keeps this far from the tumour's
+            bounding box, so that tumour-centred crops never show a node (nodes are where lnm shows in an image).
     """
     n_total = int(rng.integers(2, T.MAX_NODES + 1))
     n_meta = min(1 + int(rng.binomial(3, 0.3)), n_total) if lnm else 0
     probs = np.asarray(_LOCATION_PROBS[site])
     placed: list[tuple[np.ndarray, float]] = []
     nodes: list[NodeSpec] = []
+    keep_out_box = None
+    if clearance_mm is not None:
+        lo, hi = tumour.aabb()
+        keep_out_box = (lo - clearance_mm, hi + clearance_mm)
     for i in range(n_total):
         metastatic = i < n_meta
         radii, rot, lobe_dirs, lobe_amps, _ = _node_shape(rng, metastatic)
@@ -191,7 +216,7 @@ def draw_nodes(
             elif attempt % 25 == 0:  # a location that keeps failing (not imaged, crowded) is replaced
                 location = str(rng.choice(LOCATIONS, p=probs))
             p = _propose(rng, location, landmarks, r_max, z_window)
-            if p is not None and _fits(p, r_max, landmarks, tumour, placed, location):
+            if p is not None and _fits(p, r_max, landmarks, tumour, placed, location, keep_out_box):
                 center = p
                 break
         if center is None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from .render import (
     render_contrast,
     render_dwi,
     render_labels,
+    render_overlays,
     rician,
     scanner_adc,
 )
@@ -28,7 +30,8 @@ from .scanners import CentreProtocol, SeriesProtocol
 # MR-LN status (the radiologist's read of the nodes) against pathology: typical of size-criterion MRI nodal staging.
 MR_LN_SENSITIVITY = 0.60
 MR_LN_SPECIFICITY = 0.85
-STREAMS = ("anatomy", "tumour", "nodes", "reader", "meta", "noise")
+# Appending a stream never changes the others (each is keyed by its position): "planted" is used in planted mode only.
+STREAMS = ("anatomy", "tumour", "nodes", "reader", "meta", "noise", "planted")
 ANNOTATION_COLUMNS = (
     "patient_id",
     "sequence",
@@ -161,7 +164,13 @@ class _Writer:
 
 
 def generate_patient(
-    dicom_root: Path, plan: PatientPlan, *, seed: int, signal: float, cohort_key: str
+    dicom_root: Path,
+    plan: PatientPlan,
+    *,
+    seed: int,
+    signal: float,
+    cohort_key: str,
+    planting: Mapping[str, float] | None = None,
 ) -> PatientResult:
     """Render and write one patient under ``dicom_root / patient_id``.
 
@@ -169,8 +178,9 @@ def generate_patient(
         dicom_root: the cohort's ``dicom/`` folder.
         plan: centre, id and nodal status.
         seed: the cohort seed (with the centre and index it keys the patient's random streams).
-        signal: tumour-lnm effect size.
+        signal: tumour-lnm effect size of the shared features (in planted mode the shared strength).
         cohort_key: text that makes the UIDs of this cohort unique.
+        planting: planted mode: canonical per-sequence strengths (see planted.py); None for the default mode.
 
     Returns:
         A `PatientResult` with the manifest row, the annotation rows, and the number and size of the files.
@@ -178,7 +188,12 @@ def generate_patient(
     centre = plan.centre
     rngs = patient_streams(seed, plan.centre_number, plan.index)
     phantom = draw_phantom(
-        rngs, site=centre.tumour_site, lnm=plan.lnm, signal=signal, z_half_window=axial_half_window(centre)
+        rngs,
+        site=centre.tumour_site,
+        lnm=plan.lnm,
+        signal=signal,
+        z_half_window=axial_half_window(centre),
+        planting=planting,
     )
     meta, noise = rngs["meta"], rngs["noise"]
     age = int(np.clip(round(meta.normal(52, 10)), 25, 80))
@@ -191,11 +206,12 @@ def generate_patient(
     for protocol in centre.series:
         grid = make_grid(protocol, phantom)
         labels, mod = render_labels(phantom, grid)
+        factors = render_overlays(phantom, grid, labels)
         gain = bias_field(grid, phantom.focus, centre.bias, noise) * protocol.scale
         sigma = protocol.noise * protocol.scale
         scale = protocol.scale
         if protocol.sequence == "DWI":
-            signals = render_dwi(labels, mod, phantom.lut, centre.b_values)
+            signals = render_dwi(labels, mod, phantom.lut, centre.b_values, factors)
             stored = [rician(s * gain, sigma, noise) for s in signals]
             h, folder = out.series(
                 protocol,
@@ -219,7 +235,8 @@ def generate_patient(
             out.write(h, folder, grid, [adc], [None], False)
             out.boxes(("DWI", "ADC"), grid, labels, phantom)
         else:
-            image = rician(render_contrast(labels, mod, phantom.lut, protocol.contrast) * gain, sigma, noise)
+            noiseless = render_contrast(labels, mod, phantom.lut, protocol.contrast, factors)
+            image = rician(noiseless * gain, sigma, noise)
             h, folder = out.series(
                 protocol,
                 protocol.description,

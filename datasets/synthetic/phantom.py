@@ -6,18 +6,20 @@ cancer); 2-8 lymph nodes sit at Lu's five locations next to the vessels or organ
 
 Independence by construction: the tumour is drawn from its own random stream, in a fixed order, and only then shifted
 by ``signal * (lnm - 0.5)`` on a latent "aggressiveness" scale. With ``signal == 0`` the tumour is therefore bit-for-bit
-the same whatever lnm is (tested).
+the same whatever lnm is (tested). Planted mode (planted.py) adds per-sequence features on their own stream.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from . import tissues as T
 from .nodes import NodeSpec, draw_nodes
+from .planted import NODE_CLEARANCE_MM, Overlay, PlantedTumour, canonical_planting, draw_planted
 from .shapes import Blob, Shape, Texture, Tube, Vec3, rotation
 
 LOADING = 0.8  # correlation of each tumour feature with the latent aggressiveness
@@ -42,6 +44,7 @@ class TumourParams:
     necrosis: Blob | None
     values: tuple[float, float, float, float, float]  # t2, t2fs, cet1, s0, adc (1e-3 mm^2/s)
     texture: Texture
+    planted: PlantedTumour | None = None  # planted mode only (then values' adc is the planted one)
 
     @property
     def mean_radius_mm(self) -> float:
@@ -62,6 +65,7 @@ class Phantom:
     nodes: tuple[NodeSpec, ...]
     focus: Vec3  # where the radiographer centres the slabs (the tumour)
     fov_center_xy: tuple[float, float]  # in-plane centre of axial FOVs
+    overlays: tuple[Overlay, ...] = ()  # planted, sequence-specific modulations (render.render_overlays)
 
 
 @dataclass(frozen=True)
@@ -244,16 +248,27 @@ def draw_tumour(rng: np.random.Generator, site: str, anchor: Vec3, lnm: int, sig
 
 
 def draw_phantom(
-    rngs: dict[str, np.random.Generator], *, site: str, lnm: int, signal: float, z_half_window: float
+    rngs: dict[str, np.random.Generator],
+    *,
+    site: str,
+    lnm: int,
+    signal: float,
+    z_half_window: float,
+    planting: Mapping[str, float] | None = None,
 ) -> Phantom:
     """One patient's phantom.
 
     Args:
-        rngs: independent streams "anatomy", "tumour" and "nodes" (see cohort.patient_streams).
+        rngs: independent streams "anatomy", "tumour", "nodes" and, in planted mode, "planted" (see
+            patient.patient_streams).
         site: primary tumour site, "cervix" or "rectum".
         lnm: pathological nodal status, 0 or 1.
-        signal: tumour-lnm effect size (see `draw_tumour`).
+        signal: tumour-lnm effect size of the shared features (see `draw_tumour`); in planted mode the shared
+            strength.
         z_half_window: half the cranio-caudal extent imaged by every axial series; nodes stay inside it.
+        planting: planted mode: per-sequence strengths (see planted.canonical_planting). The tumour ADC then
+            comes from the planted ADC latent, T2WI and CET1WI get their planted overlays, and nodes keep
+            `NODE_CLEARANCE_MM` from the tumour's bounding box.
     """
     ra = rngs["anatomy"]
     frame = _Frame(
@@ -269,10 +284,17 @@ def draw_phantom(
         cx, cy, _, _ = lm["rectum"].at(rect_z)
         anchor = (cx, cy, rect_z)
     tumour = draw_tumour(rngs["tumour"], site, anchor, lnm, signal)
+    overlays: tuple[Overlay, ...] = ()
+    if planting is not None:
+        planted = draw_planted(rngs["planted"], lnm, canonical_planting(planting), tumour.shape)
+        values = (*tumour.values[: T.ADC], planted.adc)
+        tumour = replace(tumour, values=values, planted=planted)
+        overlays = planted.overlays
     tc = tumour.shape.center
     focus = (tc[0] + float(focus_jitter[0]), tc[1], tc[2] + float(focus_jitter[2]))
     window = (focus[2] - z_half_window, focus[2] + z_half_window)
-    nodes = draw_nodes(rngs["nodes"], site, lnm, lm, tumour.shape, window)
+    clearance = NODE_CLEARANCE_MM if planting is not None else None
+    nodes = draw_nodes(rngs["nodes"], site, lnm, lm, tumour.shape, window, clearance_mm=clearance)
 
     lut = T.base_lut() * (1.0 + tissue_jitter[:, None])
     lut[T.AIR] = 0.0
@@ -288,4 +310,4 @@ def draw_phantom(
             objs.append(PaintObject(T.node_necrosis_label(node.index), node.necrosis))
     body_c = frame.p(0, 5, 0)
     fov_c = (body_c[0] + float(focus_jitter[1]), body_c[1] - 5.0 + 2.0 * float(focus_jitter[1]))
-    return Phantom(tuple(objs), lut.astype(np.float32), tumour, nodes, focus, fov_c)
+    return Phantom(tuple(objs), lut.astype(np.float32), tumour, nodes, focus, fov_c, overlays)

@@ -110,36 +110,101 @@ def _paint(phantom: Phantom, xs: np.ndarray, ys: np.ndarray, zs: np.ndarray) -> 
     return labels, mod
 
 
-def render_labels(phantom: Phantom, grid: SliceGrid) -> tuple[np.ndarray, np.ndarray]:
-    """Labels (uint8) and texture (float32) at every sub-sample, shaped (slices, N_SUB, rows, cols)."""
-    n, rows, cols = grid.positions.size, grid.row_coords.size, grid.col_coords.size
+def _sampling_axes(grid: SliceGrid) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Ascending x, y, z sampling coordinates (float32) of a grid's sub-samples, for `_paint`-shaped arrays."""
     fine = grid.fine_positions.astype(np.float32)
     if grid.plane == "axial":
-        labels, mod = _paint(phantom, grid.col_coords.astype(np.float32), grid.row_coords.astype(np.float32), fine)
-    else:  # paint on ascending z, then (z, y, x) -> (x, z descending, y)
-        zs = grid.row_coords[::-1].astype(np.float32)
-        labels, mod = _paint(phantom, fine, grid.col_coords.astype(np.float32), zs)
-        labels = labels.transpose(2, 0, 1)[:, ::-1, :]
-        mod = mod.transpose(2, 0, 1)[:, ::-1, :]
-    shape = (n, N_SUB, rows, cols)
-    return np.ascontiguousarray(labels).reshape(shape), np.ascontiguousarray(mod).reshape(shape)
+        return grid.col_coords.astype(np.float32), grid.row_coords.astype(np.float32), fine
+    return fine, grid.col_coords.astype(np.float32), grid.row_coords[::-1].astype(np.float32)
 
 
-def _property(labels: np.ndarray, mod: np.ndarray, lut: np.ndarray, prop: int) -> np.ndarray:
+def _to_grid(volume: np.ndarray, grid: SliceGrid) -> np.ndarray:
+    """A (z, y, x) array painted on `_sampling_axes` as (slices, N_SUB, rows, cols) of the grid."""
+    if grid.plane != "axial":  # painted on ascending z: (z, y, x) -> (x, z descending, y)
+        volume = volume.transpose(2, 0, 1)[:, ::-1, :]
+    shape = (grid.positions.size, N_SUB, grid.row_coords.size, grid.col_coords.size)
+    return np.ascontiguousarray(volume).reshape(shape)
+
+
+def render_labels(phantom: Phantom, grid: SliceGrid) -> tuple[np.ndarray, np.ndarray]:
+    """Labels (uint8) and texture (float32) at every sub-sample, shaped (slices, N_SUB, rows, cols)."""
+    labels, mod = _paint(phantom, *_sampling_axes(grid))
+    return _to_grid(labels, grid), _to_grid(mod, grid)
+
+
+def render_overlays(phantom: Phantom, grid: SliceGrid, labels: np.ndarray) -> dict[int, np.ndarray]:
+    """The planted overlays' factors per tissue property, shaped like `labels`; empty when there are none.
+
+    A factor is 1 everywhere except inside its overlay's solid where one of its labels is painted, so an overlay
+    never reaches past the painted tumour (necrosis and anything painted over it are untouched).
+    """
+    factors: dict[int, np.ndarray] = {}
+    if not phantom.overlays:
+        return factors
+    xs, ys, zs = _sampling_axes(grid)
+    for overlay in phantom.overlays:
+        volume = np.ones((zs.size, ys.size, xs.size), dtype=np.float32)
+        lo, hi = overlay.shape.aabb()
+        rz, ry, rx = _index_range(zs, lo[2], hi[2]), _index_range(ys, lo[1], hi[1]), _index_range(xs, lo[0], hi[0])
+        if rz is None or ry is None or rx is None:
+            continue
+        gz, gy, gx = zs[rz[0] : rz[1], None, None], ys[None, ry[0] : ry[1], None], xs[None, None, rx[0] : rx[1]]
+        volume[slice(*rz), slice(*ry), slice(*rx)] = overlay.factor(gx, gy, gz)
+        factor = _to_grid(volume, grid)
+        factor[~np.isin(labels, overlay.labels)] = 1.0
+        for prop in overlay.props:
+            factors[prop] = factors[prop] * factor if prop in factors else factor
+    return factors
+
+
+def _property(
+    labels: np.ndarray, mod: np.ndarray, lut: np.ndarray, prop: int, factors: dict[int, np.ndarray] | None = None
+) -> np.ndarray:
     values = np.take(lut[:, prop], labels)
-    return values * (1.0 + T.TEXTURE_COUPLING[prop] * mod)
+    values = values * (1.0 + T.TEXTURE_COUPLING[prop] * mod)
+    if factors and prop in factors:  # planted mode only; the default path is untouched (byte-identical output)
+        values = values * factors[prop]
+    return values
 
 
-def render_contrast(labels: np.ndarray, mod: np.ndarray, lut: np.ndarray, contrast: str) -> np.ndarray:
-    """Noise-free relative signal of a T2WI / FS T2WI / CET1WI series, averaged over the sub-samples."""
+def render_contrast(
+    labels: np.ndarray,
+    mod: np.ndarray,
+    lut: np.ndarray,
+    contrast: str,
+    factors: dict[int, np.ndarray] | None = None,
+) -> np.ndarray:
+    """Noise-free relative signal of a T2WI / FS T2WI / CET1WI series, averaged over the sub-samples.
+
+    Args:
+        labels: tissue labels from `render_labels`.
+        mod: texture from `render_labels`.
+        lut: the phantom's tissue values.
+        contrast: "t2", "t2fs" or "cet1".
+        factors: planted overlays from `render_overlays` (none by default).
+    """
     prop = {"t2": T.T2, "t2fs": T.T2FS, "cet1": T.CET1}[contrast]
-    return _property(labels, mod, lut, prop).mean(axis=1)
+    return _property(labels, mod, lut, prop, factors).mean(axis=1)
 
 
-def render_dwi(labels: np.ndarray, mod: np.ndarray, lut: np.ndarray, b_values: tuple[int, ...]) -> list[np.ndarray]:
-    """Noise-free relative DWI signal ``S0 exp(-b ADC)`` per b-value; partial volume averages signals, not ADCs."""
-    s0 = _property(labels, mod, lut, T.S0)
-    adc = np.maximum(_property(labels, mod, lut, T.ADC), 0.05) * 1e-3
+def render_dwi(
+    labels: np.ndarray,
+    mod: np.ndarray,
+    lut: np.ndarray,
+    b_values: tuple[int, ...],
+    factors: dict[int, np.ndarray] | None = None,
+) -> list[np.ndarray]:
+    """Noise-free relative DWI signal ``S0 exp(-b ADC)`` per b-value; partial volume averages signals, not ADCs.
+
+    Args:
+        labels: tissue labels from `render_labels`.
+        mod: texture from `render_labels`.
+        lut: the phantom's tissue values.
+        b_values: the series' b-values, s/mm^2.
+        factors: planted overlays from `render_overlays` (none by default).
+    """
+    s0 = _property(labels, mod, lut, T.S0, factors)
+    adc = np.maximum(_property(labels, mod, lut, T.ADC, factors), 0.05) * 1e-3
     return [(s0 * np.exp(-float(b) * adc)).mean(axis=1) if b else s0.mean(axis=1) for b in b_values]
 
 

@@ -61,11 +61,12 @@ def main(argv: list[str] | None = None) -> int:
         handlers=[RichHandler(show_path=False, console=Console(stderr=True))],
     )
     from harness.datasets.errors import DataError
+    from harness.models.registry import UnknownModelError
     from harness.sweep import SweepError
 
     try:
         return args.handler(args)
-    except (DataError, ValueError, FileExistsError, FloatingPointError, SweepError) as error:
+    except (DataError, ValueError, FileExistsError, FloatingPointError, SweepError, UnknownModelError) as error:
         print(f"harness {args.command}: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

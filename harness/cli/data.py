@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 from pathlib import Path
 
@@ -28,6 +29,18 @@ def add_synth(commands) -> None:
         "the default gives a learnable, not trivial, task (see docs/synthetic.md)",
     )
     parser.add_argument(
+        "--signal-by-sequence",
+        metavar="SEQ=X[,SEQ=X...]",
+        help="planted mode: each sequence carries its own tumour feature with this strength, e.g. "
+        "T2WI=2.5,ADC=1.0,CET1WI=0 (keys T2WI, CET1WI, ADC; DWI = ADC; missing keys 0); not with --signal",
+    )
+    parser.add_argument(
+        "--shared-signal",
+        type=float,
+        metavar="X",
+        help="planted mode: strength of the features every sequence sees (size, shape, necrosis, texture); default 0",
+    )
+    parser.add_argument(
         "--overwrite", action="store_true", help="replace an existing cohort (a folder with a manifest.csv)"
     )
     parser.add_argument(
@@ -43,9 +56,22 @@ def _run_synth(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
-    from harness.datasets.synthetic import DEFAULT_SIGNAL, generate_cohort
+    from harness.datasets.synthetic import generate_cohort
+    from harness.datasets.synthetic.planted import parse_planting
 
-    signal = DEFAULT_SIGNAL if args.signal is None else args.signal
+    planting = None
+    if args.signal_by_sequence is not None:
+        if args.signal is not None:
+            raise ValueError("--signal and --signal-by-sequence are exclusive; in planted mode use --shared-signal")
+        try:
+            planting = parse_planting(args.signal_by_sequence)
+        except ValueError as error:  # the message names the allowed keys
+            raise ValueError(f"--signal-by-sequence {args.signal_by_sequence!r}: {error}") from None
+        shared = args.shared_signal
+        if shared is not None and not (math.isfinite(shared) and shared >= 0):
+            raise ValueError(f"--shared-signal: expected a finite number >= 0, got {shared}")
+    elif args.shared_signal is not None:
+        raise ValueError("--shared-signal only applies with --signal-by-sequence")
     console = Console(stderr=True)
     with Progress(
         "[progress.description]{task.description}",
@@ -61,15 +87,21 @@ def _run_synth(args: argparse.Namespace) -> int:
             patients=args.patients,
             centers=args.centers,
             seed=args.seed,
-            signal=signal,
+            signal=args.signal,
+            signal_by_sequence=planting,
+            shared_signal=args.shared_signal,
             overwrite=args.overwrite,
             workers=args.workers,
             progress=lambda done, total: bar.update(task, completed=done, total=total),
         )
     centres = ", ".join(f"centre {c}: {n} ({pos} LNM+)" for c, (n, pos) in summary.per_center.items())
+    strengths = f"signal {summary.signal}"
+    if summary.signal_by_sequence is not None:
+        planted = ", ".join(f"{k} {v:g}" for k, v in summary.signal_by_sequence.items())
+        strengths = f"planted {planted}, shared signal {summary.signal:g}"
     console.print(
         f"[green]wrote[/] {summary.out}: {summary.patients} patients ({summary.lnm_positive} LNM+; {centres}), "
-        f"{summary.n_files} DICOM files, {summary.n_bytes / 1e6:.0f} MB, seed {summary.seed}, signal {summary.signal}"
+        f"{summary.n_files} DICOM files, {summary.n_bytes / 1e6:.0f} MB, seed {summary.seed}, {strengths}"
     )
     return 0
 

@@ -81,8 +81,14 @@ def run_command(args: argparse.Namespace) -> int:
         num_cpus=args.num_cpus,
     )
     report_dir = args.report_dir or plan.settings.storage / plan.settings.name
-    compare_command(plan.settings.name, uri, report_dir, console)
-    console.print(f"MLflow: experiment {plan.settings.name!r} at {uri}; report: {report_dir / 'comparison.html'}")
+    compare_command(plan.settings.name, uri, report_dir, console, record=True)
+    console.print(f"Report: {report_dir / 'comparison.html'} (also attached to the sweep's run in MLflow)")
+    console.print(
+        f"MLflow UI: mlflow ui --backend-store-uri {uri}  then open http://127.0.0.1:5000 and the experiment "
+        f"{plan.settings.name!r} (one row per configuration; its folds and repeats nested under it)"
+        if uri.startswith("sqlite:")
+        else f"MLflow: experiment {plan.settings.name!r} at {uri}"
+    )
     if outcome.failed:
         console.print(f"[bold red]{len(outcome.failed)} trial(s) failed:")
         for trial in outcome.failed:
@@ -94,10 +100,13 @@ def run_command(args: argparse.Namespace) -> int:
 def add_compare(commands) -> None:
     parser = commands.add_parser(
         "compare",
-        help="compare the trials of a sweep from MLflow (table, Markdown, HTML with ROC curves)",
-        description="Per task, a table of the sweep's trials grouped by sequence / augmentation / backbone with AUC "
-        "[95% CI], sensitivity, specificity, mAP@0.5, FROC and the DeLong p-value of each against the best; the "
-        "same written as comparison.md and comparison.html (ROC curves overlaid per sequence).",
+        help="compare a sweep's configurations from MLflow: verdicts per factor, best set, tables, reports",
+        description="For each study of the latest execution of a sweep: the pooled out-of-fold AUC of every "
+        "configuration with its 95%% CI (patient bootstrap), the spread over repeats and the held-out test AUC; per "
+        "factor (sequence, augment, backbone, any grid key) the paired difference between its levels with a 95%% CI "
+        "and a DeLong p-value, Holm-adjusted over all comparisons shown, and a verdict in words; the best set "
+        "(configurations not significantly worse than the top one). Written as comparison.md and comparison.html "
+        "(forest plot, ROC curves). Definitions: docs/metrics.md, 'Comparing configurations'.",
     )
     parser.add_argument("experiment", nargs="?", help="MLflow experiment = sweep name (default: the latest sweep)")
     parser.add_argument("--tracking-uri", help="default: MLFLOW_TRACKING_URI, else sqlite:///<working dir>/mlflow.db")

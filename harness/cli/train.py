@@ -26,6 +26,19 @@ def add_train(commands) -> None:
         metavar="KEY=VALUE",
         help="override a config key (repeatable), e.g. --set train.stage2_epochs=5 --set data.sequence=ADC",
     )
+    parser.add_argument(
+        "--fold",
+        type=int,
+        metavar="K",
+        help="train fold K of the patient-level cross-validation (sets data.split.by=cv and data.split.fold=K; "
+        "the number of folds is data.split.folds): one trial of a sweep with cv, rerun by hand",
+    )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        metavar="R",
+        help="training repeat R: the same split, training seed = seed + R (one repeat of a sweep's trial)",
+    )
     parser.add_argument("--resume", action="store_true", help="continue from OUTPUT_DIR/NAME/checkpoints/last.pt")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars (logs, CI)")
     parser.set_defaults(handler=_run_train)
@@ -41,9 +54,19 @@ def _run_train(args: argparse.Namespace) -> int:
     from harness.train.evaluation import finite
     from harness.train.report import print_train_summary
 
-    config = load_config(args.config, args.overrides)
+    config = load_config(args.config, train_overrides(args))
     console = Console(stderr=True)
     result = run_training(config, data_root=args.data, resume=args.resume, progress=not args.no_progress)
     print_train_summary(config, result, console)
     print(json.dumps(finite(result.metrics), sort_keys=True))
     return 0
+
+
+def train_overrides(args: argparse.Namespace) -> list[str]:
+    """``--set`` overrides plus what ``--fold`` and ``--repeat`` mean (one trial of a cross-validated sweep)."""
+    overrides = list(args.overrides)
+    if args.fold is not None:
+        overrides += ["data.split.by=cv", f"data.split.fold={args.fold}"]
+    if args.repeat is not None:
+        overrides.append(f"repeat={args.repeat}")
+    return overrides

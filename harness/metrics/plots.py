@@ -116,3 +116,37 @@ def plot_froc(results: Mapping[str, FrocResult] | FrocResult, path: str | Path, 
     ax.grid(True, which="major", alpha=0.3)
     ax.legend(loc="lower right", fontsize="small")
     return _save(fig, path)
+
+
+def plot_forest(
+    rows: Sequence[dict[str, Any]], path: str | Path, title: str = "Differences", unit: str = "AUC"
+) -> Path:
+    """A forest plot: one row per comparison, its difference as a point and its CI as a bar, zero marked.
+
+    Args:
+        rows: ``{"label", "diff", "low", "high", "significant", "note"}`` per comparison, top to bottom; ``note`` (e.g.
+            the adjusted p) is written at the right.
+        path: output PNG file.
+        title: figure title.
+        unit: what the differences are in (x-axis label).
+
+    Returns:
+        The written path.
+    """
+    fig = Figure(figsize=(7.5, 0.5 * len(rows) + 1.4))
+    ax = fig.add_subplot()
+    y = np.arange(len(rows))[::-1]
+    for row, position in zip(rows, y, strict=True):
+        colour = "tab:red" if row.get("significant") else "tab:blue"
+        low, high = row["low"], row["high"]
+        if np.isfinite([low, high]).all():
+            ax.plot([low, high], [position, position], color=colour, linewidth=2)
+        ax.plot([row["diff"]], [position], marker="D", color=colour)
+    ax.axvline(0, color="grey", linestyle=":", linewidth=1)
+    ax.set_yticks(y, [row["label"] for row in rows])
+    ax.set_ylim(-0.7, len(rows) - 0.3)
+    ax.set(xlabel=f"difference in {unit} (95% CI); red: significant after Holm", title=title)
+    right = ax.secondary_yaxis("right")
+    right.set_yticks(y, [row.get("note", "") for row in rows])
+    right.tick_params(length=0)
+    return _save(fig, path)

@@ -1,108 +1,156 @@
-"""``harness compare``: a sweep's trials side by side, read back from MLflow (the layout of `harness.tracking`).
+"""``harness compare``: a sweep's configurations side by side, read back from MLflow (through `harness.tracking`, the
+only module that talks to MLflow).
 
-The latest parent run of the sweep's experiment is compared: one table per task, trials sorted by sequence, augment
-and backbone, with each trial's DeLong p-value against the best trial of its task (best = highest ``val_auc`` for
-classifiers, highest ``val_map50`` for detectors), computed on the validation patients both trials scored.
+A configuration is one grid point of a study; its trials are its folds x repeats. Every patient outside the test set
+is validated by exactly one fold, so the validation rows of a configuration's trials pool into one out-of-fold (OOF)
+score per patient and repeat; averaged over repeats they give the configuration's patient scores. All
+configurations of a study share the folds (`harness.sweep.plan`), so they score the same patients and comparisons
+between them are paired on patients (`harness.sweep.factors`).
 
 A detector's patient score is its highest detection score over the patient's slices (what ``val_patient_auc`` is
-computed from), and its truth the manifest's ``lnm`` column of ``predictions.csv``. Never ``n_targets > 0``: targets
-may include benign nodes (``data.targets: all``) and an LNM+ patient may have no metastatic node boxed on the
-detector's sequence. A detector run without the ``lnm`` column (written before it existed) gets '—'.
+computed from), and its truth the manifest's ``lnm`` column of ``predictions.csv``, never ``n_targets > 0``: targets
+may include benign nodes and an LNM+ patient may have no metastatic node boxed on the detector's sequence.
 
-The runs come from `harness.tracking` (the only module that talks to MLflow). Tables, Markdown and HTML output:
-`harness.sweep.report`.
+Runs logged before configurations existed (one run per trial, one split) read as configurations of one trial.
+Tables, Markdown and HTML: `harness.sweep.report`.
 """
 
 from __future__ import annotations
 
+import json
 import math
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from harness import tracking
-from harness.tracking import STUDY_TAG, SWEEP_TAG, TRIAL_TAG, ExperimentNotFoundError, RunRecord
+from harness.metrics.classification import bootstrap_auc_ci, roc_auc
+from harness.tracking import (
+    CONFIGURATION_TAG,
+    KIND_TAG,
+    POINT_TAG,
+    STUDY_TAG,
+    SWEEP_TAG,
+    TRIAL_TAG,
+    ExperimentNotFoundError,
+    RunRecord,
+)
 
 DASH = "—"
-BEST_METRIC = {"classification": "val_auc", "detection": "val_map50"}
-GROUP_KEYS = ("sequence", "augment", "backbone")
+TASK_ORDER = {"classification": 0, "detection": 1}
 
-__all__ = ["Comparison", "ExperimentNotFoundError", "Trial", "load_comparison"]
+__all__ = ["DASH", "Comparison", "Configuration", "ExperimentNotFoundError", "Trial", "load_comparison"]
 
 
 @dataclass
 class Trial:
-    """One child run: its identity, params, final metrics and (classifiers) validation predictions."""
+    """One trial run: its fold and repeat, final metrics and patient-level predictions (val and test rows)."""
 
     run_id: str
     name: str
     status: str
     task: str
     key: str | None = None
-    study: str | None = None
-    params: dict[str, str] = field(default_factory=dict)
+    fold: int | None = None
+    repeat: int = 0
     metrics: dict[str, float] = field(default_factory=dict)
-    val_predictions: pd.DataFrame | None = None  # columns patient, dl_score, lnm (one row per val patient)
-    p_value: float = math.nan  # DeLong against the best trial of the task; NaN when not computable
-    is_best: bool = False
+    predictions: pd.DataFrame | None = None  # columns split, patient, score, lnm: one row per patient and split
 
     def metric(self, name: str) -> float | None:
         """A metric's value, None when missing or not finite."""
         value = self.metrics.get(name)
         return value if value is not None and math.isfinite(value) else None
 
-    def group(self) -> tuple[str, str, str]:
-        """(sequence, augment, backbone); '—' where a param is missing."""
-        return tuple(self.params.get(k) or DASH for k in GROUP_KEYS)  # type: ignore[return-value]
+
+@dataclass
+class Configuration:
+    """A grid point of a study and its trials, with the pooled out-of-fold scores and the aggregate metrics."""
+
+    key: str
+    name: str
+    study: str
+    task: str
+    point: dict[str, str]
+    params: dict[str, str]
+    run_id: str | None
+    trials: list[Trial]
+    labels: pd.Series | None = None  # patient -> lnm, the OOF patients (sorted)
+    oof: pd.DataFrame | None = None  # patients x repeats: each patient's out-of-fold score per repeat
+    test: pd.Series | None = None  # patient -> test score averaged over folds and repeats
+    test_labels: pd.Series | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)  # why it is left out of paired tests, or caveats
+
+    @property
+    def complete(self) -> bool:
+        """Every trial finished and every patient has an OOF score in every repeat: fit for paired tests."""
+        return self.oof is not None and not any(p.startswith("incomplete") for p in self.problems)
+
+    @property
+    def scores(self) -> pd.Series | None:
+        """Patient -> OOF score averaged over repeats."""
+        return None if self.oof is None else self.oof.mean(axis=1)
+
+    def metric(self, name: str) -> float | None:
+        value = self.metrics.get(name)
+        return value if value is not None and math.isfinite(value) else None
 
 
 @dataclass
 class Comparison:
-    """The trials of one sweep execution (a parent run) of one experiment."""
+    """The configurations of one sweep execution (a parent run) of one experiment."""
 
     tracking_uri: str
     experiment: str
     sweep: str
     parent_run_id: str
-    trials: list[Trial]
+    configurations: list[Configuration]
+    n_boot: int = 1000
 
-    def tasks(self) -> dict[str, list[Trial]]:
-        """Trials per task (classification first), sorted by sequence, augment, backbone and run name."""
-        order = {"classification": 0, "detection": 1}
-        by_task: dict[str, list[Trial]] = {}
-        for trial in sorted(self.trials, key=lambda t: (order.get(t.task, 2), t.task, t.group(), t.name)):
-            by_task.setdefault(trial.task, []).append(trial)
-        return by_task
-
-    def best(self, task: str) -> Trial | None:
-        """The best trial of ``task`` (see `pick_best`)."""
-        return next((t for t in self.trials if t.task == task and t.is_best), None)
+    def studies(self) -> dict[str, list[Configuration]]:
+        """Configurations per study (classifier studies first), in plan order."""
+        ordered = sorted(self.configurations, key=lambda c: (TASK_ORDER.get(c.task, 2), c.study, c.key))
+        groups: dict[str, list[Configuration]] = {}
+        for configuration in ordered:
+            groups.setdefault(configuration.study, []).append(configuration)
+        return groups
 
 
-def load_comparison(tracking_uri: str, experiment: str | None) -> Comparison:
-    """Read the latest sweep execution of ``experiment`` from MLflow and compute the DeLong p-values.
+def load_comparison(tracking_uri: str, experiment: str | None, *, n_boot: int = 1000) -> Comparison:
+    """Read the latest execution of a sweep from MLflow and pool each configuration's out-of-fold predictions.
 
     Args:
         tracking_uri: MLflow tracking URI (e.g. ``sqlite:///.../mlflow.db``).
         experiment: experiment (= sweep) name; None picks the most recently created experiment that holds a sweep
             parent run (``benchmarks`` excluded).
-
-    Returns:
-        The `Comparison` of the children of the latest parent run.
+        n_boot: bootstrap resamples of the AUC CIs.
 
     Raises:
-        ExperimentNotFoundError: no such experiment, or it holds no sweep parent run (the message lists the
-            experiments the store knows).
+        ExperimentNotFoundError: no database, no such experiment, or it holds no sweep parent run.
     """
     runs = tracking.latest_sweep_runs(tracking_uri, experiment)
-    trials = [_trial(tracking_uri, run) for run in runs.children]
-    _fill_unknown_tasks(trials)
-    for task in {t.task for t in trials}:
-        _compare_to_best(trials, task)
+    configuration_runs = {
+        r.tags.get(CONFIGURATION_TAG): r for r in runs.children if r.tags.get(KIND_TAG) == "configuration"
+    }
+    trials_by_configuration: dict[str, list[tuple[RunRecord, Trial]]] = {}
+    for run in runs.children:
+        if run.tags.get(KIND_TAG) == "configuration":
+            continue
+        key = run.tags.get(CONFIGURATION_TAG) or run.tags.get(TRIAL_TAG) or run.run_id  # older runs: one per trial
+        trials_by_configuration.setdefault(key, []).append((run, _trial(tracking_uri, run)))
+    configurations = []
+    for key in sorted(set(configuration_runs) | set(trials_by_configuration)):
+        pairs = trials_by_configuration.get(key, [])
+        configurations.append(_configuration(key, configuration_runs.get(key), pairs, n_boot))
+    _fill_unknown_tasks(configurations)
     sweep = runs.parent.tags.get(SWEEP_TAG, runs.experiment)
-    return Comparison(tracking_uri, runs.experiment, sweep, runs.parent.run_id, trials)
+    return Comparison(tracking_uri, runs.experiment, sweep, runs.parent.run_id, configurations, n_boot)
+
+
+def _int_tag(value: str | None) -> int | None:
+    return int(value) if value not in (None, "", "none") else None
 
 
 def _trial(uri: str, run: RunRecord) -> Trial:
@@ -113,12 +161,12 @@ def _trial(uri: str, run: RunRecord) -> Trial:
         status=run.status,
         task=task,
         key=run.tags.get(TRIAL_TAG),
-        study=run.tags.get(STUDY_TAG),
-        params=run.params,
+        fold=_int_tag(run.tags.get("harness.fold")),
+        repeat=_int_tag(run.tags.get("harness.repeat")) or 0,
         metrics=run.metrics,
     )
     if task in ("classification", "detection"):
-        trial.val_predictions = tracking.read_artifact(uri, run.run_id, "predictions.csv", _read_predictions)
+        trial.predictions = tracking.read_artifact(uri, run.run_id, "predictions.csv", read_patient_predictions)
     return trial
 
 
@@ -128,78 +176,129 @@ def _task_from_metrics(metrics: dict[str, float]) -> str:
     return "classification" if "val_auc" in metrics else "unknown"
 
 
-def _fill_unknown_tasks(trials: list[Trial]) -> None:
-    """A run that failed before logging anything takes the task of its study's other trials."""
-    by_study = {t.study: t.task for t in trials if t.task != "unknown" and t.study}
-    for trial in trials:
-        if trial.task == "unknown" and trial.study in by_study:
-            trial.task = by_study[trial.study]
-
-
-def _read_predictions(path: Path) -> pd.DataFrame | None:
-    """The validation patients of a run's ``predictions.csv``: columns patient, dl_score, lnm (None when unreadable
-    or without patient truth). A detector's per-slice rows become one row per patient with its highest slice
-    score."""
+def read_patient_predictions(path: Path) -> pd.DataFrame | None:
+    """A run's ``predictions.csv`` as one row per split and patient: columns split, patient, score, lnm (None when
+    unreadable or without patient truth). A detector's per-slice rows become one row per patient with its highest
+    slice score."""
     try:
         frame = pd.read_csv(path, dtype={"patient": str, "split": str})
     except (OSError, ValueError):
         return None
     if {"split", "patient", "max_score", "lnm"} <= set(frame.columns):  # a detector: slices -> patients
-        frame = frame.rename(columns={"max_score": "dl_score"})
-        frame["dl_score"] = pd.to_numeric(frame["dl_score"], errors="coerce")
+        frame["max_score"] = pd.to_numeric(frame["max_score"], errors="coerce")
         frame = frame.groupby(["split", "patient"], as_index=False).agg(
-            dl_score=("dl_score", "max"), lnm=("lnm", "first")
+            dl_score=("max_score", "max"), lnm=("lnm", "first")
         )
     if not {"split", "patient", "dl_score", "lnm"} <= set(frame.columns):
         return None
-    val = frame.loc[frame["split"] == "val", ["patient", "dl_score", "lnm"]].copy()
-    for column in ("dl_score", "lnm"):  # a malformed value drops its row instead of failing the whole comparison
-        val[column] = pd.to_numeric(val[column], errors="coerce")
-    val = val[val["lnm"].isin([0, 1]) & val["dl_score"].map(math.isfinite)].dropna()
-    return val.drop_duplicates("patient").reset_index(drop=True)
-
-
-def pick_best(trials: Iterable[Trial], task: str) -> Trial | None:
-    """The trial with the highest best-metric of ``task``; on a tie a FINISHED trial wins, then the first by name."""
-    metric = BEST_METRIC.get(task)
-    scored = [t for t in trials if t.task == task and metric and t.metric(metric) is not None]
-    if not scored:
+    frame = frame.loc[frame["split"].isin(["val", "test"]), ["split", "patient", "dl_score", "lnm"]]
+    frame = frame.rename(columns={"dl_score": "score"})
+    for column in ("score", "lnm"):
+        frame[column] = pd.to_numeric(frame[column], errors="coerce")
+    bad = ~frame["lnm"].isin([0, 1]) | ~np.isfinite(frame["score"].to_numpy(dtype=float))
+    if bad.any():  # said, not dropped silently: a malformed row makes the run's predictions unusable
         return None
-    return max(sorted(scored, key=lambda t: t.name), key=lambda t: (t.metric(metric), t.status == "FINISHED"))
+    return frame.drop_duplicates(["split", "patient"]).reset_index(drop=True)
 
 
-def _compare_to_best(trials: list[Trial], task: str) -> None:
-    best = pick_best(trials, task)
-    if best is None:
+def _configuration(key: str, run: RunRecord | None, pairs: list[tuple[RunRecord, Trial]], n_boot: int) -> Configuration:
+    first = pairs[0][0] if pairs else run
+    tags = (run or first).tags
+    point = json.loads(tags[POINT_TAG]) if POINT_TAG in tags else _legacy_point(first.params if first else {})
+    trials = sorted((t for _, t in pairs), key=lambda t: (t.fold if t.fold is not None else -1, t.repeat))
+    task = (run.params.get("task") if run else None) or next((t.task for t in trials), "unknown")
+    configuration = Configuration(
+        key=key,
+        name=(run or first).name if (run or first) else key,
+        study=tags.get(STUDY_TAG) or key.rsplit("-", 1)[0],
+        task=task,
+        point={k: str(v) for k, v in point.items()},
+        params=dict((run or first).params) if (run or first) else {},
+        run_id=run.run_id if run else None,
+        trials=trials,
+    )
+    expected = _expected_trials(run, trials)
+    _pool(configuration, expected, n_boot)
+    return configuration
+
+
+def _legacy_point(params: dict[str, str]) -> dict[str, str]:
+    """Runs logged before configurations carried their point: the comparison axes from the params."""
+    return {k: params[k] for k in ("sequence", "augment", "backbone") if k in params}
+
+
+def _expected_trials(run: RunRecord | None, trials: list[Trial]) -> int:
+    if run is not None and "folds" in run.params and "repeats" in run.params:
+        return int(run.params["folds"]) * int(run.params["repeats"])
+    return max(1, len(trials))
+
+
+def _pool(configuration: Configuration, expected: int, n_boot: int) -> None:
+    """The OOF score matrix (patients x repeats), the test scores, the aggregate metrics and the problems."""
+    trials = configuration.trials
+    usable = [t for t in trials if t.status == "FINISHED" and t.predictions is not None]
+    missing = expected - len(usable)
+    if missing:
+        names = ", ".join(f"{t.name} ({t.status})" for t in trials if t not in usable) or "never started"
+        configuration.problems.append(f"incomplete: {missing} of {expected} trials without predictions: {names}")
+    if not usable:
         return
-    best.is_best = True
-    for trial in trials:
-        if trial.task == task and trial is not best:
-            trial.p_value = delong_p(trial.val_predictions, best.val_predictions)
+    val = pd.concat([t.predictions.assign(repeat=t.repeat)[lambda f: f["split"] == "val"] for t in usable])
+    labels = val.groupby("patient")["lnm"].agg(["min", "max"])
+    if (labels["min"] != labels["max"]).any():
+        configuration.problems.append("incomplete: a patient's truth differs between trials")
+        return
+    oof = val.pivot_table(index="patient", columns="repeat", values="score", aggfunc="first").sort_index()
+    configuration.labels = labels["min"].astype(int).loc[oof.index]
+    if oof.isna().any().any():
+        configuration.problems.append(
+            f"incomplete: {int(oof.isna().any(axis=1).sum())} patients lack an OOF score in some repeat"
+        )
+        oof = oof.dropna()
+        configuration.labels = configuration.labels.loc[oof.index]
+    configuration.oof = oof
+    test = pd.concat([t.predictions[t.predictions["split"] == "test"] for t in usable])
+    if not test.empty:
+        configuration.test = test.groupby("patient")["score"].mean().sort_index()
+        configuration.test_labels = test.groupby("patient")["lnm"].first().astype(int).loc[configuration.test.index]
+    for trial in usable:
+        folds_labels = trial.predictions.loc[trial.predictions["split"] == "val", "lnm"]
+        if folds_labels.nunique() < 2:
+            configuration.problems.append(f"{trial.name}: its validation fold holds one class (no per-fold AUC)")
+    configuration.metrics = aggregate_metrics(configuration, n_boot)
 
 
-def shared_patients(a: pd.DataFrame, b: pd.DataFrame) -> tuple[list[int], list[float], list[float]] | None:
-    """(labels, scores of a, scores of b) on the validation patients both scored, sorted by patient.
+def aggregate_metrics(configuration: Configuration, n_boot: int = 1000) -> dict[str, float]:
+    """A configuration's numbers: pooled OOF AUC with a patient-bootstrap CI, the AUC of each repeat (mean, SD), the
+    test AUC with its CI, the patients behind them, and the mean over trials of the per-trial metrics."""
+    metrics: dict[str, float] = {}
+    y, scores = configuration.labels.to_numpy(), configuration.scores.to_numpy()
+    metrics["oof_auc"] = roc_auc(y, scores)
+    low, high = bootstrap_auc_ci(y, scores, n_boot=n_boot, seed=0)
+    metrics.update(oof_auc_ci_low=low, oof_auc_ci_high=high)
+    per_repeat = [roc_auc(y, configuration.oof[r].to_numpy()) for r in configuration.oof.columns]
+    metrics["oof_auc_repeat_mean"] = float(np.mean(per_repeat))
+    metrics["oof_auc_repeat_sd"] = float(np.std(per_repeat, ddof=1)) if len(per_repeat) > 1 else math.nan
+    metrics.update(n_patients=float(y.size), n_positive=float(y.sum()), n_repeats=float(len(per_repeat)))
+    if configuration.test is not None:
+        ty, ts = configuration.test_labels.to_numpy(), configuration.test.to_numpy()
+        metrics["test_auc"] = roc_auc(ty, ts)
+        low, high = bootstrap_auc_ci(ty, ts, n_boot=n_boot, seed=0)
+        metrics.update(
+            test_auc_ci_low=low, test_auc_ci_high=high, n_test=float(ty.size), n_test_positive=float(ty.sum())
+        )
+    keys = ("val_map50", "val_map", "val_froc", "val_sensitivity", "val_specificity", "val_auc")
+    for key in keys:
+        values = [v for t in configuration.trials if (v := t.metric(key)) is not None]
+        if values:
+            metrics[f"{key}_mean"] = float(np.mean(values))
+            metrics[f"{key}_sd"] = float(np.std(values, ddof=1)) if len(values) > 1 else math.nan
+    return metrics
 
-    None when a patient's truth differs between the two files: they were not scored on the same cohort.
-    """
-    merged = a.merge(b, on="patient", suffixes=("_a", "_b")).sort_values("patient")
-    if (merged["lnm_a"].astype(int) != merged["lnm_b"].astype(int)).any():
-        return None
-    return merged["lnm_a"].astype(int).tolist(), merged["dl_score_a"].tolist(), merged["dl_score_b"].tolist()
 
-
-def delong_p(a: pd.DataFrame | None, b: pd.DataFrame | None) -> float:
-    """DeLong's two-sided p between two classifiers' validation predictions on their shared patients (NaN if
-    either is missing, they share no patients, their truths disagree or a class has fewer than two patients)."""
-    from harness.metrics.delong import delong_test
-
-    if a is None or b is None:
-        return math.nan
-    shared = shared_patients(a, b)
-    if shared is None or not shared[0]:
-        return math.nan
-    try:
-        return float(delong_test(*shared).p_value)
-    except ValueError:  # e.g. scores of another length; a comparison with a gap beats no comparison
-        return math.nan
+def _fill_unknown_tasks(configurations: list[Configuration]) -> None:
+    """A configuration whose runs failed before logging anything takes the task of its study's others."""
+    by_study = {c.study: c.task for c in configurations if c.task != "unknown"}
+    for configuration in configurations:
+        if configuration.task == "unknown" and configuration.study in by_study:
+            configuration.task = by_study[configuration.study]

@@ -6,6 +6,9 @@ model_kwargs, data, train, ...) plus how to vary it:
 - ``grid``: every combination runs. ``sequence`` and ``augment`` set ``data.sequence`` / ``data.augment``;
   ``backbone`` picks the detector (``fasterrcnn_<backbone>``) or the classifier's ``model_kwargs.backbone``;
   any other dotted key (``train.stage2_lr``, ``data.image_size``) sets that key.
+- ``cv`` and ``repeats``: every configuration (a grid point and sample) is trained on each fold of a patient-level
+  K-fold cross-validation (the same folds for every configuration of the study: comparisons are paired on patients),
+  ``repeats`` times with different training seeds; one configuration x fold x repeat is one trial.
 - ``search``: sampled keys (``{choice: [...]}``, ``{uniform: [lo, hi]}``, ``{loguniform: [lo, hi]}``), drawn
   ``num_samples`` times per grid point from the study's seed, here, so that ``--dry-run`` shows exactly what runs
   and a resumed sweep runs the same trials.
@@ -17,21 +20,23 @@ Every expanded trial is validated as a `TrialConfig` before Ray starts: a bad va
 from __future__ import annotations
 
 import contextlib
+import difflib
 import itertools
+import json
 import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import yaml
-from pydantic import Field, ValidationError, field_validator
+from pydantic import ValidationError
 
 from harness.config import (
     ConfigError,
-    StrictModel,
     TrialConfig,
+    check_reported,
     format_validation_error,
     load_yaml,
     parse_config,
@@ -39,106 +44,9 @@ from harness.config import (
     trial_epochs,
 )
 
-SPECIAL_AXES = ("sequence", "augment", "backbone")
-SWEEP_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+from .schema import SPECIAL_AXES, Study, SweepError, SweepSettings, check_name
 
-
-def check_name(value: str) -> str:
-    """A sweep or study name: it names folders, trials and MLflow runs."""
-    if not SWEEP_NAME.match(value):
-        raise ValueError(f"{value!r}: use letters, digits, '_', '-', '.' (it names folders and runs)")
-    return value
-
-
-class SweepError(RuntimeError):
-    """The sweep cannot start or go on (resources this cluster lacks, nothing to resume, ...)."""
-
-
-class Scheduler(StrictModel):
-    """``none`` runs every trial to its end; ``asha`` stops the weak ones early on ``metric``."""
-
-    type: Literal["none", "asha"] = "none"
-    metric: str = "val_auc"
-    mode: Literal["max", "min"] = "max"
-    grace_period: int = Field(1, ge=1, description="epochs every trial gets before it can be stopped")
-    reduction_factor: float = Field(2.0, gt=1)
-    # No max_t: it is the study's longest schedule plus one, so that ASHA never stops a trial at its last epoch,
-    # before its final evaluation (a trial reports once per epoch, then once more with its final metrics).
-
-
-class Resources(StrictModel):
-    """What one trial asks Ray for. ``workers`` > 1 trains data-parallel (each worker gets cpus and gpus)."""
-
-    cpus: float = Field(1.0, gt=0)
-    gpus: float = Field(0.0, ge=0, description="fractional, e.g. 0.25: four trials share one GPU")
-    workers: int = Field(1, ge=1, description="data-parallel workers per trial (DDP; gloo on CPU, nccl on GPU)")
-
-    @field_validator("gpus")
-    @classmethod
-    def _whole_or_fraction(cls, value: float) -> float:
-        if value > 1 and value != int(value):
-            raise ValueError(f"{value} GPUs: use a fraction below 1 (shared GPU) or a whole number")
-        return value
-
-
-class Study(StrictModel):
-    """The sweep-only keys of a study; the rest of the study's mapping is the trial template."""
-
-    name: str
-    grid: dict[str, list[Any]] = Field(default_factory=dict)
-    search: dict[str, dict[str, list[Any]]] = Field(default_factory=dict)
-    num_samples: int = Field(1, ge=1)
-    scheduler: Scheduler = Field(default_factory=Scheduler)
-    resources: Resources = Field(default_factory=Resources)
-    max_concurrent: int = Field(0, ge=0, description="0: as many as the resources allow")
-    max_failures: int = Field(2, ge=0, description="retries of a failed trial, from its last checkpoint")
-    backbone_kwargs: dict[str, dict[str, Any]] = Field(
-        default_factory=dict, description="model_kwargs added for one backbone only (e.g. returned_layers)"
-    )
-
-    _safe_name = field_validator("name")(classmethod(lambda cls, value: check_name(value)))
-
-    @field_validator("grid")
-    @classmethod
-    def _non_empty_axes(cls, grid: dict[str, list[Any]]) -> dict[str, list[Any]]:
-        for key, values in grid.items():
-            if not values:
-                raise ValueError(f"{key}: an empty list gives no trials")
-            if len({repr(v) for v in values}) != len(values):
-                raise ValueError(f"{key}: repeated values {values}")
-        return grid
-
-    @field_validator("search")
-    @classmethod
-    def _known_distributions(cls, search: dict[str, dict[str, list[Any]]]) -> dict[str, dict[str, list[Any]]]:
-        for key, spec in search.items():
-            if len(spec) != 1 or next(iter(spec)) not in ("choice", "uniform", "loguniform"):
-                raise ValueError(f"{key}: give one of choice: [...], uniform: [lo, hi], loguniform: [lo, hi]")
-            kind, values = next(iter(spec.items()))
-            if kind != "choice":
-                values = spec[kind] = [_number(v) for v in values]
-                if len(values) != 2 or not all(isinstance(v, (int, float)) for v in values) or values[0] >= values[1]:
-                    raise ValueError(f"{key}: {kind} needs [low, high] numbers with low < high, got {values}")
-                if kind == "loguniform" and values[0] <= 0:
-                    raise ValueError(f"{key}: loguniform needs low > 0, got {values[0]}")
-            elif not values:
-                raise ValueError(f"{key}: choice needs at least one value")
-        return search
-
-
-class SweepSettings(StrictModel):
-    """The top level of a sweep file (besides ``studies``)."""
-
-    name: str
-    storage: Path = Field(Path("runs/sweeps"), description="Ray Tune results and trial outputs")
-    tracking_uri: str | None = Field(None, description="default: sqlite:///<working dir>/mlflow.db")
-
-    _safe_name = field_validator("name")(classmethod(lambda cls, value: check_name(value)))
-
-    @field_validator("storage")
-    @classmethod
-    def _absolute_storage(cls, storage: Path) -> Path:
-        return storage.expanduser().resolve()  # trials chdir: every path they get must be absolute
+__all__ = ["SweepError", "SweepPlan", "StudyPlan", "TrialSpec", "check_name", "load_sweep", "plan_sweep"]
 
 
 @dataclass
@@ -146,10 +54,14 @@ class TrialSpec:
     """One trial, fully resolved: what Ray runs and what MLflow records."""
 
     study: str
-    key: str  # unique in the sweep, safe as a folder name: "<study>-<index>"
-    run_name: str  # the grid point, for people: "sequence=T2WI augment=flip"
-    point: dict[str, Any]  # the varied values (grid and sampled), logged as params
+    key: str  # unique in the sweep, safe as a folder name: "<configuration>[-f<fold>][-r<repeat>]"
+    run_name: str  # for people, the distinguishing values first: "T2WI flip f2 r1"
+    point: dict[str, Any]  # the varied values (grid and sampled)
     config: dict[str, Any]  # the resolved TrialConfig
+    configuration: str = ""  # "<study>-<index>": the trials of one configuration differ by fold and repeat only
+    configuration_name: str = ""  # the configuration's run name: "T2WI flip"
+    fold: int | None = None  # None: no cross-validation
+    repeat: int = 0
 
 
 @dataclass
@@ -160,6 +72,19 @@ class StudyPlan:
     study: Study
     task: str
     trials: list[TrialSpec] = field(default_factory=list)
+
+    @property
+    def configurations(self) -> dict[str, list[TrialSpec]]:
+        """Configuration key -> its trials (folds x repeats), in plan order."""
+        groups: dict[str, list[TrialSpec]] = {}
+        for trial in self.trials:
+            groups.setdefault(trial.configuration, []).append(trial)
+        return groups
+
+    @property
+    def folds(self) -> int:
+        """Folds per configuration (1 without cross-validation)."""
+        return self.study.cv.folds if self.study.cv else 1
 
     @property
     def max_epochs(self) -> int:
@@ -179,15 +104,10 @@ class SweepPlan:
     def trials(self) -> list[TrialSpec]:
         return [t for plan in self.studies for t in plan.trials]
 
-
-def _number(value: Any) -> Any:
-    """YAML 1.1 reads ``1e-3`` as a string; a bound of a numeric distribution is a number."""
-    if isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            return value
-    return value
+    @property
+    def configurations(self) -> dict[str, list[TrialSpec]]:
+        """Every configuration of every study -> its trials."""
+        return {key: trials for plan in self.studies for key, trials in plan.configurations.items()}
 
 
 def _known_backbones(task: str) -> list[str]:
@@ -271,6 +191,7 @@ def _plan_study(index: int, raw: dict, sweep: SweepSettings, source: str) -> Stu
         if not eval_every:
             raise ConfigError(f"{source}: {where}.scheduler: asha needs a metric every epoch; set train.eval_every")
 
+    _check_backbone_kwargs(study, task, f"{source}: {where}")
     plan = StudyPlan(index, study, task)
     rng = np.random.default_rng(template.get("seed", 0))
     axes = list(study.grid)
@@ -278,21 +199,113 @@ def _plan_study(index: int, raw: dict, sweep: SweepSettings, source: str) -> Stu
         for sample in range(study.num_samples):
             point = dict(zip(axes, combo, strict=True))
             point.update({key: _sample(spec, rng) for key, spec in study.search.items()})
-            key = f"{study.name}-{len(plan.trials):03d}"
+            configuration = f"{study.name}-{len(plan.configurations):03d}"
+            name = _configuration_name(study, point, sample)
             trial_raw = _apply_point(template, point, study.backbone_kwargs)
-            trial_raw["name"] = key
-            trial_raw["output_dir"] = str(sweep.storage / sweep.name / "outputs")
             label = ", ".join(f"{k}={_format_value(v)}" for k, v in point.items()) or "base"
-            try:
-                config = parse_config(trial_raw, f"{source}: {where}")
-            except ConfigError as error:  # "<source>: studies[i]: key: msg" -> "<source>: studies[i].key: msg"
-                lines = str(error).replace(f"{where}: ", f"{where}.").splitlines()
-                suffix = f" (in the trial {label})" if point else ""
-                raise ConfigError("\n".join(line + suffix for line in lines)) from None
-            _check_data(config, f"{source}: {where}.data")
-            run_name = f"{study.name}: {label}" + (f" #{sample}" if study.num_samples > 1 else "")
-            plan.trials.append(TrialSpec(study.name, key, run_name, point, config.resolved()))
+            for fold, repeat in _folds_and_repeats(study):
+                key = (
+                    configuration
+                    + (f"-f{fold}" if fold is not None else "")
+                    + (f"-r{repeat}" if study.repeats > 1 else "")
+                )
+                raw = _with_fold(trial_raw, study, fold, repeat, f"{source}: {where}")
+                raw["name"] = key
+                raw["output_dir"] = str(sweep.storage / sweep.name / "outputs")
+                config = _validated_trial(raw, f"{source}: {where}", label if point else "")
+                run_name = " ".join(
+                    [name] + ([f"f{fold}"] if fold is not None else []) + ([f"r{repeat}"] if study.repeats > 1 else [])
+                )
+                plan.trials.append(
+                    TrialSpec(study.name, key, run_name, point, config.resolved(), configuration, name, fold, repeat)
+                )
+    _check_study_trials(plan, f"{source}: {where}")
     return plan
+
+
+def _check_backbone_kwargs(study: Study, task: str, where: str) -> None:
+    """backbone_kwargs apply to grid backbones only: any other key would be dropped without a word."""
+    if not study.backbone_kwargs:
+        return
+    axis = study.grid.get("backbone")
+    if axis is None:
+        raise ConfigError(
+            f"{where}.backbone_kwargs: the study has no grid backbone axis, so these would never apply; put them in "
+            "model_kwargs, or vary backbone in grid"
+        )
+    for name in study.backbone_kwargs:
+        if name not in axis:
+            close = difflib.get_close_matches(str(name), [str(b) for b in axis], n=1, cutoff=0.6)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(f"{where}.backbone_kwargs.{name}: not a backbone of grid.backbone {axis}{hint}")
+
+
+def _check_study_trials(plan: StudyPlan, where: str) -> None:
+    """After expansion and coercion: metrics the scheduler watches exist, and no two configurations are the same."""
+    scheduler = plan.study.scheduler
+    configs = {key: trials[0] for key, trials in plan.configurations.items()}
+    if scheduler.type != "none" and configs:
+        check_reported(parse_config(next(iter(configs.values())).config), scheduler.metric, f"{where}.scheduler.metric")
+    seen: dict[str, str] = {}
+    for key, trial in configs.items():
+        identity = json.dumps({k: v for k, v in trial.config.items() if k not in ("name",)}, sort_keys=True)
+        if identity in seen:
+            raise ConfigError(
+                f"{where}.grid: configurations {seen[identity]} and {key} are the same trial after the values are "
+                f"read as numbers ({trial.point}); remove the duplicate value (e.g. 1e-3 and 1.0e-3)"
+            )
+        seen[identity] = key
+
+
+def _configuration_name(study: Study, point: dict[str, Any], sample: int) -> str:
+    """A configuration's run name: its values, most telling first, so the first 20 characters tell runs apart in
+    the MLflow runs table ("T2WI flip", "DWI none mobilenet_v3"); the study name when nothing varies."""
+    values = [_format_value(point[k]) for k in (*SPECIAL_AXES, "model") if k in point]
+    values += [
+        f"{k.rsplit('.', 1)[-1]}={_format_value(v)}" for k, v in point.items() if k not in (*SPECIAL_AXES, "model")
+    ]
+    name = " ".join(values) or study.name
+    return name + (f" #{sample}" if study.num_samples > 1 else "")
+
+
+def _folds_and_repeats(study: Study) -> list[tuple[int | None, int]]:
+    folds: list[int | None] = list(range(study.cv.folds)) if study.cv else [None]
+    return [(fold, repeat) for fold in folds for repeat in range(study.repeats)]
+
+
+def _with_fold(raw: dict, study: Study, fold: int | None, repeat: int, where: str) -> dict:
+    """The trial's raw config for one fold and repeat: the study's cross-validation as ``data.split``."""
+    raw = yaml.safe_load(yaml.safe_dump(raw))
+    raw["repeat"] = repeat
+    if fold is None:
+        return raw
+    data = raw.setdefault("data", {})
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}.data: expected a mapping")
+    if data.get("split") not in (None, {}):
+        raise ConfigError(f"{where}.data.split: the study's cv sets the split of every trial; remove data.split")
+    cv = study.cv
+    data["split"] = {
+        "by": "cv",
+        "folds": cv.folds,
+        "fold": fold,
+        "seed": cv.seed,
+        "test_centers": cv.test_centers,
+        "test_fraction": cv.test_fraction,
+    }
+    return raw
+
+
+def _validated_trial(raw: dict, where: str, label: str) -> TrialConfig:
+    try:
+        config = parse_config(raw, where)
+    except ConfigError as error:  # "<source>: studies[i]: key: msg" -> "<source>: studies[i].key: msg"
+        study_where = where.rsplit(": ", 1)[-1]
+        lines = str(error).replace(f"{study_where}: ", f"{study_where}.").splitlines()
+        suffix = f" (in the trial {label})" if label else ""
+        raise ConfigError("\n".join(line + suffix for line in lines)) from None
+    _check_data(config, f"{where}.data")
+    return config
 
 
 def _check_data(config: TrialConfig, where: str) -> None:

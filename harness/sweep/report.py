@@ -1,5 +1,6 @@
-"""The comparison of a sweep as tables: a rich table on the console, ``comparison.md`` and a self-contained
-``comparison.html`` (tables plus the classifiers' validation ROC curves per sequence, embedded as base64 PNG)."""
+"""A sweep's comparison for people: the verdicts first, then one table per study, as a terminal table (readable at
+100 columns), ``comparison.md`` and a self-contained ``comparison.html`` (verdicts, a forest plot of the differences
+with their CIs, the tables, and the ROC curves of the pooled out-of-fold predictions, embedded as base64 PNG)."""
 
 from __future__ import annotations
 
@@ -10,183 +11,227 @@ import tempfile
 from pathlib import Path
 
 from harness.console import wide_when_piped
+from harness.metrics.paired import format_p
 
-from .comparison import BEST_METRIC, DASH, Comparison, Trial
+from .comparison import DASH, Comparison, Configuration
+from .factors import StudyVerdict
 
-TASK_TITLES = {"classification": "Classifiers", "detection": "Detectors", "unknown": "Trials without a task"}
-COMMON_COLUMNS = ["Sequence", "Augment", "Backbone", "Run", "Status"]
-P_COLUMN = "p vs best (DeLong)"
-METRIC_COLUMNS = {
-    "classification": ["AUC [95% CI]", "Sensitivity", "Specificity", P_COLUMN],
-    "detection": ["mAP@0.5", "mAP", "FROC", "Patient AUC", P_COLUMN],
+TASK_TITLES = {"classification": "classifier", "detection": "detector", "unknown": "without a task"}
+COLUMNS = {
+    "classification": ["Configuration", "Trials", "OOF AUC [95% CI]", "Repeat SD", "Test AUC", "Best"],
+    "detection": ["Configuration", "Trials", "Patient AUC [95% CI]", "mAP@0.5", "FROC", "Best"],
 }
-DETECTOR_NOTE = (
-    "Detectors: a patient's score is its highest detection score over its slices (as for Patient AUC); p: DeLong on "
-    "those scores, with the patients' nodal status from the manifest ('—' for runs without it)."
-)
 
 
-def number(value: float | None) -> str:
+def number(value: float | None, digits: int = 3) -> str:
     """Three decimals, '—' when missing."""
-    return DASH if value is None or not math.isfinite(value) else f"{value:.3f}"
+    return DASH if value is None or not math.isfinite(value) else f"{value:.{digits}f}"
 
 
-def p_text(p: float) -> str:
-    """A p-value as reported: '<0.001' below 0.001, three decimals otherwise, '—' when not computed."""
-    if p is None or not math.isfinite(p):
-        return DASH
-    return "<0.001" if p < 0.001 else f"{p:.3f}"
-
-
-def auc_with_ci(trial: Trial) -> str:
-    """``0.912 [0.850–0.970]``; the AUC alone without a CI; '—' without an AUC."""
-    auc, low, high = (trial.metric(k) for k in ("val_auc", "val_auc_ci_low", "val_auc_ci_high"))
+def _auc_ci(configuration: Configuration, prefix: str) -> str:
+    auc, low, high = (configuration.metric(f"{prefix}{k}") for k in ("", "_ci_low", "_ci_high"))
     if auc is None:
         return DASH
-    return f"{auc:.3f} [{low:.3f}–{high:.3f}]" if low is not None and high is not None else f"{auc:.3f}"
+    if low is None or high is None:
+        return f"{auc:.3f}"
+    return f"{auc:.3f} [{low:.3f}–{high:.3f}]" + (" (zero width)" if low == high else "")
 
 
-def metric_cells(trial: Trial) -> list[str]:
-    """The task's metric cells of one trial."""
-    if trial.task == "classification":
-        sens, spec = (number(trial.metric(k)) for k in ("val_sensitivity", "val_specificity"))
-        return [auc_with_ci(trial), sens, spec, p_text(trial.p_value)]
-    if trial.task == "detection":
-        keys = ("val_map50", "val_map", "val_froc", "val_patient_auc")
-        return [number(trial.metric(k)) for k in keys] + [p_text(trial.p_value)]
-    return []
+def _mean_sd(configuration: Configuration, key: str) -> str:
+    mean, sd = configuration.metric(f"{key}_mean"), configuration.metric(f"{key}_sd")
+    return DASH if mean is None else f"{mean:.3f}" + (f" ± {sd:.3f}" if sd is not None else "")
 
 
-def table_rows(comparison: Comparison, task: str) -> tuple[list[str], list[list[str]], list[Trial]]:
-    """Header, cell texts and the trials (same order) of ``task``'s table."""
-    trials = comparison.tasks().get(task, [])
-    header = COMMON_COLUMNS + METRIC_COLUMNS.get(task, [])
-    rows = [[*trial.group(), trial.name, trial.status, *metric_cells(trial)] for trial in trials]
-    return header, rows, trials
+def _trials(configuration: Configuration) -> str:
+    finished = sum(t.status == "FINISHED" for t in configuration.trials)
+    expected = configuration.params.get("folds"), configuration.params.get("repeats")
+    total = int(expected[0]) * int(expected[1]) if all(expected) else len(configuration.trials)
+    return f"{finished}/{total}"
+
+
+def _best_cell(configuration: Configuration, study: StudyVerdict) -> str:
+    if configuration.name == study.top:
+        return "top"
+    if configuration.name in study.best:
+        return "tie"  # not significantly worse than the top
+    if configuration.name in study.versus_top:
+        return format_p(study.versus_top[configuration.name][1]).replace("p ", "worse, p ")
+    return DASH
+
+
+def table_rows(comparison: Comparison, study: StudyVerdict) -> tuple[list[str], list[list[str]]]:
+    """Header and cell texts of a study's table, one row per configuration."""
+    configurations = comparison.studies().get(study.study, [])
+    header = COLUMNS.get(study.task, COLUMNS["classification"])
+    rows = []
+    for c in configurations:
+        if study.task == "detection":
+            metrics = [_auc_ci(c, "oof_auc"), _mean_sd(c, "val_map50"), _mean_sd(c, "val_froc")]
+        else:
+            test = _auc_ci(c, "test_auc") if c.metric("test_auc") is not None else DASH
+            metrics = [_auc_ci(c, "oof_auc"), number(c.metric("oof_auc_repeat_sd")), test]
+        rows.append([c.name, _trials(c), *metrics, _best_cell(c, study)])
+    return header, rows
 
 
 def _title(comparison: Comparison) -> str:
-    return f"Sweep {comparison.sweep!r} (experiment {comparison.experiment!r}, parent run {comparison.parent_run_id})"
+    return f"Sweep {comparison.sweep!r} (experiment {comparison.experiment!r})"
 
 
-def _best_note(comparison: Comparison, task: str) -> str:
-    best = comparison.best(task)
-    if best is None:
-        return f"No trial has {BEST_METRIC.get(task, 'a comparison metric')}: no best trial, no p-values."
-    note = f"Best trial: {best.name} (highest {BEST_METRIC[task]})."
-    return note + " p: DeLong against it on the validation patients both scored." if task == "classification" else note
+def study_lines(comparison: Comparison, study: StudyVerdict) -> list[str]:
+    """The sentences of a study: what the numbers rest on, the verdicts, the best set, what was left out."""
+    configurations = comparison.studies().get(study.study, [])
+    repeats = max((int(c.metric("n_repeats") or 1) for c in configurations), default=1)
+    folds = configurations[0].params.get("folds", "1") if configurations else "1"
+    lines = [
+        f"{study.n_patients} patients ({study.n_positive} node-positive), each scored out of fold by {folds} folds "
+        f"x {repeats} repeats; AUC CIs: patient bootstrap ({comparison.n_boot} resamples)."
+    ]
+    if study.task == "detection":
+        lines.append("A patient's detector score is its highest detection score over its slices.")
+    lines += [f"{c.factor}: {c.text}" for c in study.comparisons]
+    if not study.comparisons and len(configurations) > 1:
+        lines.append("no paired comparison could be made (see below)")
+    if study.top:
+        ties = [name for name in study.best if name != study.top]
+        lines.append(
+            f"best: {study.top}"
+            + (f", tied with {', '.join(ties)} (not significantly worse, Holm)" if ties else " (every other is worse)")
+            if len(configurations) > 1
+            else f"best: {study.top} (the only configuration)"
+        )
+    lines += [f"left out of paired tests: {name}: {why}" for name, why in study.excluded.items()]
+    lines += study.notes
+    return lines
 
 
-def print_comparison(comparison: Comparison, console) -> None:
-    """One rich table per task on ``console``; the best trial in bold; sequences separated by a rule."""
+def print_comparison(comparison: Comparison, verdicts: list[StudyVerdict], console) -> None:
+    """The verdicts, then one table per study, on a rich ``console`` (fits 100 columns)."""
+    from rich.padding import Padding
     from rich.table import Table
 
-    wide_when_piped(console)
-    console.print(_title(comparison))
-    if not comparison.trials:
-        console.print("No trial runs under this sweep run.")
-    for task in comparison.tasks():
-        header, rows, trials = table_rows(comparison, task)
-        table = Table(title=TASK_TITLES.get(task, task), caption=_best_note(comparison, task))
+    wide_when_piped(console, width=100)
+    console.print(f"[bold]{_title(comparison)}")
+    if not comparison.configurations:
+        console.print("No runs under this sweep run.")
+    for study in verdicts:
+        console.print(f"\n[bold]Study {study.study}[/] ({TASK_TITLES.get(study.task, study.task)})")
+        for line in study_lines(comparison, study):
+            console.print(Padding(f"• {line}", (0, 0, 0, 2)), highlight=False)  # wrapped lines stay indented
+        header, rows = table_rows(comparison, study)
+        table = Table(show_edge=False, pad_edge=False)
         for name in header:
-            table.add_column(name, overflow="fold")
-        for k, (row, trial) in enumerate(zip(rows, trials, strict=True)):
-            if k and trial.group()[0] != trials[k - 1].group()[0]:
-                table.add_section()
-            table.add_row(*row, style="bold" if trial.is_best else None)
+            table.add_column(name, overflow="fold", no_wrap=name != "Configuration")
+        for row in rows:
+            table.add_row(*row, style="bold" if row[-1] == "top" else None)
         console.print(table)
-        if task == "detection":
-            console.print(DETECTOR_NOTE)
+    console.print(
+        "OOF: every patient scored by the fold that held it out, averaged over repeats. Sensitivity and specificity "
+        "(MLflow) use each fold's Youden threshold from its own training patients."
+    )
 
 
 def _md_cell(text: str) -> str:
     return text.replace("|", "\\|")
 
 
-def markdown(comparison: Comparison) -> str:
-    """The comparison as Markdown: a title, then one table per task (the best trial's name in bold)."""
+def markdown(comparison: Comparison, verdicts: list[StudyVerdict]) -> str:
+    """The comparison as Markdown: verdicts first, then the tables."""
     lines = [f"# {_title(comparison)}", ""]
-    for task in comparison.tasks():
-        header, rows, trials = table_rows(comparison, task)
-        lines += [f"## {TASK_TITLES.get(task, task)}", "", _best_note(comparison, task), ""]
+    for study in verdicts:
+        lines += [f"## Study {study.study} ({TASK_TITLES.get(study.task, study.task)})", ""]
+        lines += [f"- {_md_cell(line)}" for line in study_lines(comparison, study)] + [""]
+        header, rows = table_rows(comparison, study)
         lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        for row, trial in zip(rows, trials, strict=True):
-            cells = [_md_cell(c) for c in row]
-            if trial.is_best:
-                cells[3] = f"**{cells[3]}**"
-            lines.append("| " + " | ".join(cells) + " |")
-        lines += ["", DETECTOR_NOTE, ""] if task == "detection" else [""]
+        lines += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in rows] + [""]
     return "\n".join(lines)
 
 
-def write_markdown(comparison: Comparison, path: Path) -> Path:
+def write_markdown(comparison: Comparison, verdicts: list[StudyVerdict], path: Path) -> Path:
     """Write `markdown` to ``path``; returns it."""
     path = Path(path)
-    path.write_text(markdown(comparison), encoding="utf-8")
+    path.write_text(markdown(comparison, verdicts), encoding="utf-8")
     return path
 
 
-def roc_figures(comparison: Comparison) -> dict[str, bytes]:
-    """PNG bytes of the classifiers' validation ROC curves, one figure per sequence (trials with predictions)."""
-    from harness.metrics.plots import plot_roc_curves
+def _png(path: Path) -> str:
+    return base64.b64encode(path.read_bytes()).decode("ascii")
 
-    figures: dict[str, bytes] = {}
-    classifiers = comparison.tasks().get("classification", [])
-    sequences = dict.fromkeys(t.group()[0] for t in classifiers if t.val_predictions is not None)
+
+def figures(comparison: Comparison, verdicts: list[StudyVerdict]) -> dict[str, str]:
+    """Title -> base64 PNG: the forest plot of every comparison, and each study's pooled OOF ROC curves."""
+    from harness.metrics.plots import plot_forest, plot_roc_curves
+
+    out: dict[str, str] = {}
     with tempfile.TemporaryDirectory() as folder:
-        for sequence in sequences:
-            trials = [t for t in classifiers if t.group()[0] == sequence and t.val_predictions is not None]
-            curves = {t.name: (t.val_predictions["lnm"].astype(int), t.val_predictions["dl_score"]) for t in trials}
-            ci = {t.name: (t.metric("val_auc_ci_low"), t.metric("val_auc_ci_high")) for t in trials}
+        rows = [
+            {
+                "label": f"{c.study}: {c.level_a} − {c.level_b}",
+                "diff": c.result.diff,
+                "low": c.result.ci_low,
+                "high": c.result.ci_high,
+                "significant": c.significant,
+                "note": f"{format_p(c.adjusted_p)} (Holm)",
+            }
+            for study in verdicts
+            for c in study.comparisons
+        ]
+        if rows:
+            path = plot_forest(rows, Path(folder) / "forest.png", title="Paired differences (level a − level b)")
+            out["Paired differences between factor levels"] = _png(path)
+        for study in verdicts:
+            scored = [c for c in comparison.studies()[study.study] if c.scores is not None]
+            if not scored:
+                continue
+            curves = {c.name: (c.labels.to_numpy(), c.scores.to_numpy()) for c in scored}
+            ci = {c.name: (c.metric("oof_auc_ci_low"), c.metric("oof_auc_ci_high")) for c in scored}
             ci = {name: bounds for name, bounds in ci.items() if None not in bounds}
-            path = plot_roc_curves(curves, Path(folder) / "roc.png", title=f"Validation ROC, {sequence}", ci=ci)
-            figures[sequence] = path.read_bytes()
-    return figures
-
-
-def _html_table(comparison: Comparison, task: str) -> str:
-    header, rows, trials = table_rows(comparison, task)
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-    body = []
-    for row, trial in zip(rows, trials, strict=True):
-        cells = "".join(f"<td>{html.escape(c)}</td>" for c in row)
-        body.append(f'<tr class="best">{cells}</tr>' if trial.is_best else f"<tr>{cells}</tr>")
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+            path = plot_roc_curves(curves, Path(folder) / f"roc-{study.study}.png", title=f"{study.study}", ci=ci)
+            out[f"ROC curves of study {study.study}, pooled out-of-fold predictions"] = _png(path)
+    return out
 
 
 STYLE = (
-    "body{font-family:sans-serif;margin:2em;color:#222}table{border-collapse:collapse;margin:1em 0}"
+    "body{font-family:sans-serif;margin:2em;color:#222;max-width:70em}table{border-collapse:collapse;margin:1em 0}"
     "th,td{border:1px solid #ccc;padding:4px 8px;text-align:left}th{background:#f0f0f0}"
-    "tr.best{font-weight:bold;background:#eef6ee}img{max-width:480px;margin:0.5em}"
+    "tr.top{font-weight:bold;background:#eef6ee}img{max-width:100%;margin:0.5em 0}li{margin:0.2em 0}"
 )
 
 
-def html_report(comparison: Comparison) -> str:
-    """A self-contained HTML page: the tables and the ROC figures as base64 PNG (no external file)."""
-    parts = [f"<h1>{html.escape(_title(comparison))}</h1>"]
-    for task in comparison.tasks():
+def html_report(comparison: Comparison, verdicts: list[StudyVerdict]) -> str:
+    """A self-contained HTML page: verdicts, the forest plot, the tables, the ROC figures (no external file)."""
+    escape = html.escape
+    parts = [f"<h1>{escape(_title(comparison))}</h1>"]
+    pictures = figures(comparison, verdicts)
+    for study in verdicts:
+        parts.append(f"<h2>Study {escape(study.study)} ({escape(TASK_TITLES.get(study.task, study.task))})</h2>")
+        parts.append("<ul>" + "".join(f"<li>{escape(line)}</li>" for line in study_lines(comparison, study)) + "</ul>")
+    for title, data in pictures.items():
+        if title.startswith("Paired"):
+            parts += [f"<h2>{escape(title)}</h2>", f'<img alt="{escape(title)}" src="data:image/png;base64,{data}">']
+    for study in verdicts:
+        header, rows = table_rows(comparison, study)
+        head = "".join(f"<th>{escape(h)}</th>" for h in header)
+        body = "".join(
+            f"<tr{' class=top' if row[-1] == 'top' else ''}>" + "".join(f"<td>{escape(c)}</td>" for c in row) + "</tr>"
+            for row in rows
+        )
         parts += [
-            f"<h2>{html.escape(TASK_TITLES.get(task, task))}</h2>",
-            f"<p>{html.escape(_best_note(comparison, task))}</p>",
-            _html_table(comparison, task),
+            f"<h3>{escape(study.study)}</h3>",
+            f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>",
         ]
-        if task == "detection":
-            parts.append(f"<p>{html.escape(DETECTOR_NOTE)}</p>")
-    figures = roc_figures(comparison)
-    if figures:
-        parts.append("<h2>Validation ROC curves of the classifiers, per sequence</h2>")
-    for sequence, png in figures.items():
-        data = base64.b64encode(png).decode("ascii")
-        parts.append(f'<img alt="ROC {html.escape(sequence)}" src="data:image/png;base64,{data}">')
+    for title, data in pictures.items():
+        if not title.startswith("Paired"):
+            parts += [f"<h3>{escape(title)}</h3>", f'<img alt="{escape(title)}" src="data:image/png;base64,{data}">']
     body = "\n".join(parts)
     return (
-        f'<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>{html.escape(_title(comparison))}</title>'
+        f'<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>{escape(_title(comparison))}</title>'
         f"<style>{STYLE}</style></head><body>\n{body}\n</body></html>\n"
     )
 
 
-def write_html(comparison: Comparison, path: Path) -> Path:
+def write_html(comparison: Comparison, verdicts: list[StudyVerdict], path: Path) -> Path:
     """Write `html_report` to ``path``; returns it."""
     path = Path(path)
-    path.write_text(html_report(comparison), encoding="utf-8")
+    path.write_text(html_report(comparison, verdicts), encoding="utf-8")
     return path

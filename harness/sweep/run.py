@@ -63,14 +63,12 @@ def _prepare_state(plan: SweepPlan, resume: bool, fresh: bool) -> dict | None:
         if not path.is_file():
             raise SweepError(f"nothing to resume: {path} does not exist (run without --resume to start the sweep)")
         return json.loads(path.read_text())
-    if folder.exists():
-        if not fresh:
-            raise SweepError(
-                f"sweep {plan.settings.name!r} already has results in {folder}: --resume continues it, --fresh "
-                "deletes that folder and starts over (MLflow keeps the earlier runs), or rename the sweep"
-            )
-        shutil.rmtree(folder)
-    return None
+    if folder.exists() and not fresh:
+        raise SweepError(
+            f"sweep {plan.settings.name!r} already has results in {folder}: --resume continues it, --fresh "
+            "deletes that folder and starts over (MLflow keeps the earlier runs), or rename the sweep"
+        )
+    return None  # run_sweep clears the folder for --fresh once the cluster has been checked
 
 
 def prepare_data(plan: SweepPlan, console: Console) -> dict[str, str]:
@@ -106,11 +104,29 @@ def run_sweep(
     console: Console | None = None,
     num_cpus: int | None = None,
 ) -> SweepOutcome:
-    """Run every study of ``plan``; returns the outcomes (failed trials included: the caller decides the exit code)."""
+    """Run every study of ``plan``; returns the outcomes (failed trials included: the caller decides the exit code).
+
+    What can be refused is refused before anything is written: the sweep folder's state first, then the cluster's
+    resources (Ray is connected and checked), and only then is the folder cleared (``fresh``), the data generated
+    and the MLflow experiment created.
+    """
     console = console or Console()
-    settings = plan.settings
     state = _prepare_state(plan, resume, fresh)
-    prepare_data(plan, console)
+    cluster = connect(address, num_cpus)
+    try:
+        check_resources(plan.studies, cluster, str(plan.source))
+        folder = plan.settings.storage / plan.settings.name
+        if fresh and folder.exists():
+            shutil.rmtree(folder)
+        prepare_data(plan, console)
+        return _run_tracked(plan, state, tracking_uri, console)
+    finally:
+        disconnect()
+
+
+def _run_tracked(plan: SweepPlan, state: dict | None, tracking_uri: str, console: Console) -> SweepOutcome:
+    """The MLflow parent and configuration runs, then the studies on the connected Ray, then honest end states."""
+    settings = plan.settings
     sweep_tracking = tracking.SweepTracking(tracking_uri, settings.name)
     tags = {"harness.version": provenance.harness_version(), "git_commit": provenance.git_commit()}
     parent = sweep_tracking.parent_run(
@@ -135,37 +151,52 @@ def run_sweep(
             "status": "RUNNING",
         },
     )
+    configuration_runs = sweep_tracking.configuration_runs(parent, _configuration_specs(plan, tags))
     tracking_info = {
         "uri": tracking_uri,
         "experiment_id": sweep_tracking.experiment_id,
         "parent_run_id": parent,
+        "configuration_runs": configuration_runs,
         "tags": {tracking.SWEEP_TAG: settings.name, **tags},
     }
     outcomes: list[TrialOutcome] = []
     board = TrialBoard(console)
     for study in plan.studies:
         for trial in study.trials:
-            board.add(
-                trial.key, trial.run_name.split(": ", 1)[-1], study.study.scheduler.metric, study.study.scheduler.mode
-            )
+            board.add(trial.key, trial.run_name, study.study.scheduler.metric, study.study.scheduler.mode)
     storage = settings.storage / settings.name
     interrupted = False
     try:
-        with _remember_ctrl_c() as pressed:
-            cluster = connect(address, num_cpus)
-            check_resources(plan.studies, cluster, str(plan.source))
-            with board:
-                for study in plan.studies:
-                    outcomes += run_study(study, storage, tracking_info, board, resume=state is not None)
-                    if pressed.is_set():  # Ctrl-C whose KeyboardInterrupt something on its way up swallowed
-                        raise KeyboardInterrupt
+        with _remember_ctrl_c() as pressed, board:
+            for study in plan.studies:
+                outcomes += run_study(study, storage, tracking_info, board, resume=state is not None)
+                if pressed.is_set():  # Ctrl-C whose KeyboardInterrupt something on its way up swallowed
+                    raise KeyboardInterrupt
     except KeyboardInterrupt:
         interrupted = True
         raise
     finally:
-        disconnect()
-        _finish(plan, sweep_tracking, parent, outcomes, interrupted)
+        _finish(plan, sweep_tracking, parent, configuration_runs, outcomes, interrupted)
     return SweepOutcome(settings.name, tracking_uri, settings.name, parent, outcomes)
+
+
+def _configuration_specs(plan: SweepPlan, tags: dict[str, str]) -> dict[str, dict]:
+    """What the MLflow run of each configuration is created with: its name, params and tags."""
+    specs = {}
+    for key, trials in plan.configurations.items():
+        first = trials[0]
+        specs[key] = {
+            "name": first.configuration_name,
+            "params": tracking.trial_params(first.config, configuration=True)
+            | {"folds": str(max(1, len({t.fold for t in trials}))), "repeats": str(len({t.repeat for t in trials}))},
+            "tags": {
+                **tags,
+                tracking.SWEEP_TAG: plan.settings.name,
+                tracking.STUDY_TAG: first.study,
+                tracking.POINT_TAG: json.dumps(first.point, sort_keys=True, default=str),
+            },
+        }
+    return specs
 
 
 @contextlib.contextmanager
@@ -189,9 +220,23 @@ def _remember_ctrl_c():
         signal.signal(signal.SIGINT, previous)
 
 
-def _finish(plan: SweepPlan, sweep_tracking, parent: str, outcomes: list[TrialOutcome], interrupted: bool) -> None:
-    """Honest statuses: no run stays RUNNING; the parent is FINISHED only when every trial ran to its end."""
+def _finish(
+    plan: SweepPlan,
+    sweep_tracking,
+    parent: str,
+    configuration_runs: dict[str, str],
+    outcomes: list[TrialOutcome],
+    interrupted: bool,
+) -> None:
+    """Honest statuses: no run stays RUNNING; a configuration (and the parent) is FINISHED only when every one of its
+    trials ran to its end."""
     left = sweep_tracking.mark_stale(parent, status="KILLED" if interrupted else "FAILED")
+    by_key = {t.key: t.status for t in outcomes}
+    for key, trials in plan.configurations.items():
+        statuses = [by_key.get(t.key) for t in trials]
+        done = all(s in ("FINISHED", "KILLED") for s in statuses)  # KILLED: stopped early by the scheduler
+        status = "KILLED" if interrupted and not done else ("FINISHED" if done else "FAILED")
+        sweep_tracking.end_run(configuration_runs[key], status)
     if left:
         log.warning("runs left RUNNING, marked %s: %s", "KILLED" if interrupted else "FAILED", ", ".join(left))
     complete = len(outcomes) == len(plan.trials) and not any(t.status == "FAILED" for t in outcomes)

@@ -32,11 +32,18 @@ class _Row:
     state: str = "PENDING"
     epoch: int = 0
     best: float | None = None
+    best_epoch: int = 0
+    final: float | None = None
     retries: int = 0
 
 
 class TrialBoard:
-    """Trial states fed by Tune's driver callbacks; rendered with rich.Live (thread-safe updates)."""
+    """Trial states fed by Tune's driver callbacks; rendered with rich.Live (thread-safe updates).
+
+    Two numbers per trial, labelled apart because they differ: the best per-epoch validation value so far (and its
+    epoch), and the final value, computed once at the end on the model the run keeps (the early-stopping best, or
+    the last epoch without early stopping), which is what MLflow and the comparison report.
+    """
 
     def __init__(self, console: Console):
         wide_when_piped(console)
@@ -61,20 +68,26 @@ class TrialBoard:
             if result:
                 row.epoch = int(result.get("epoch", row.epoch) or row.epoch)
                 value = result.get(row.metric)
-                if isinstance(value, (int, float)) and math.isfinite(value) and not result.get("finished"):
-                    better = row.best is None or (value > row.best if row.mode == "max" else value < row.best)
-                    row.best = value if better else row.best
+                if not (isinstance(value, (int, float)) and math.isfinite(value)):
+                    pass
+                elif result.get("finished"):
+                    row.final = value
+                elif row.best is None or (value > row.best if row.mode == "max" else value < row.best):
+                    row.best, row.best_epoch = value, row.epoch
         if self._live is not None:
             self._live.update(self.render())
 
     def render(self) -> Table:
+        metric = next((row.metric for row in self.rows.values()), "metric")
         table = Table(title="Trials", title_justify="left")
-        for column in ("trial", "grid point", "state", "epoch", "best so far"):
-            table.add_column(column, justify="right" if column in ("epoch",) else "left")
+        for column in ("trial", "run", "state", "epoch", f"best epoch's {metric}", f"final {metric}"):
+            table.add_column(column, justify="right" if column == "epoch" else "left")
         for row in self.rows.values():
-            best = f"{row.metric} {row.best:.3f}" if row.best is not None else "—"
+            best = f"{row.best:.3f} (epoch {row.best_epoch})" if row.best is not None else "—"
+            final = f"{row.final:.3f}" if row.final is not None else "—"
             state = row.state + (f" (retry {row.retries})" if row.retries else "")
-            table.add_row(row.key, row.run_name, f"[{STATE_STYLE.get(row.state, '')}]{state}", str(row.epoch), best)
+            style = STATE_STYLE.get(row.state, "")
+            table.add_row(row.key, row.run_name, f"[{style}]{state}", str(row.epoch), best, final)
         return table
 
     def __enter__(self) -> TrialBoard:
@@ -90,7 +103,8 @@ class TrialBoard:
 
 
 def print_plan(plan, console: Console) -> None:
-    """``harness run --dry-run``: every trial with its grid point and what it asks Ray for."""
+    """``harness run --dry-run``: every configuration with its values, folds x repeats, and what a trial asks Ray
+    for; the totals say configurations x folds x repeats = trials."""
     wide_when_piped(console)
     for study in plan.studies:
         res = study.study.resources
@@ -100,25 +114,35 @@ def print_plan(plan, console: Console) -> None:
             + (f" x {res.workers} workers" if res.workers > 1 else "")
         )
         scheduler = study.study.scheduler
+        on = f" on {scheduler.metric} ({scheduler.mode})" if scheduler.type != "none" else ""
+        configurations = study.configurations
+        cv = study.study.cv
+        split = f"{cv.folds}-fold cv" if cv else "one split"
+        test = (f", test: centres {', '.join(cv.test_centers)}" if cv.test_centers else "") if cv else ""
+        if cv and cv.test_fraction:
+            test = f", test: {cv.test_fraction:.0%} of patients"
         title = (
-            f"study {study.study.name}: {study.task}, {len(study.trials)} trials, {asks} each, "
-            f"scheduler {scheduler.type}"
-            + (f" on {scheduler.metric} ({scheduler.mode})" if scheduler.type != "none" else "")
+            f"study {study.study.name}: {study.task}, {len(configurations)} configurations x {study.folds} folds x "
+            f"{study.study.repeats} repeats = {len(study.trials)} trials ({split}{test}); {asks} each, "
+            f"scheduler {scheduler.type}{on}"
         )
-        table = Table(title=title, title_justify="left")
-        for column in ("trial", "model", "sequence", "augment", "grid point", "epochs"):
+        console.print(title, highlight=False)
+        table = Table()
+        for column in ("configuration", "run name", "model", "sequence", "augment", "trials", "epochs"):
             table.add_column(column)
-        for trial in study.trials:
-            config = trial.config
-            epochs = trial_epochs(config)
+        for key, trials in configurations.items():
+            config = trials[0].config
             table.add_row(
-                trial.key,
+                key,
+                trials[0].configuration_name,
                 config["model"],
                 config["data"]["sequence"],
                 config["data"]["augment"],
-                trial.run_name.split(": ", 1)[1],
-                str(epochs),
+                str(len(trials)),
+                str(trial_epochs(config)),
             )
         console.print(table)
-    total = len(plan.trials)
-    console.print(f"{total} trials in {len(plan.studies)} studies; results under {plan.settings.storage}")
+    console.print(
+        f"{len(plan.trials)} trials ({len(plan.configurations)} configurations) in {len(plan.studies)} studies; "
+        f"results under {plan.settings.storage}"
+    )

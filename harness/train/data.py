@@ -7,6 +7,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+from filelock import FileLock
 from torch.utils.data import Dataset
 
 from harness.config import DataConfig, SynthSpec, TrialConfig
@@ -14,17 +15,23 @@ from harness.datasets.augment import create_augmentation
 from harness.datasets.classification import TumourSliceDataset
 from harness.datasets.detection import NodeSliceDataset
 from harness.datasets.index import DatasetIndex, index_dataset
-from harness.datasets.splits import Split, split_by_center, split_stratified
+from harness.datasets.splits import Split, split_by_center, split_cv, split_stratified
 
 log = logging.getLogger(__name__)
 
 
 def synth_folder(spec: SynthSpec) -> Path:
-    """Where a synthetic spec's cohort lives (``spec.out`` or a name made of its parameters)."""
+    """Where a synthetic spec's cohort lives: ``spec.out``, or a name made of its parameters that differs whenever
+    the cohort does (``synth-60p-3c-seed0-signal2.5``, ``synth-48p-2c-seed0-planted-T2WI3-CET1WI0-ADC1.5``)."""
     from harness.datasets.synthetic import DEFAULT_SIGNAL
+    from harness.datasets.synthetic.planted import canonical_planting, format_strength, planting_label
 
-    signal = DEFAULT_SIGNAL if spec.signal is None else spec.signal
-    name = f"synth-{spec.patients}p-{spec.centers}c-seed{spec.seed}-signal{signal:g}"
+    stem = f"synth-{spec.patients}p-{spec.centers}c-seed{spec.seed}"
+    if spec.signal_by_sequence is not None:
+        # Canonical (all keys, DWI folded into ADC): equal plantings share a folder, different ones never do.
+        name = f"{stem}-{planting_label(canonical_planting(spec.signal_by_sequence), spec.shared_signal or 0.0)}"
+    else:
+        name = f"{stem}-signal{format_strength(DEFAULT_SIGNAL if spec.signal is None else spec.signal)}"
     return (spec.out or Path("data") / name).resolve()
 
 
@@ -32,15 +39,27 @@ def ensure_dataset(data: DataConfig) -> Path:
     """The dataset folder: ``data.root``, or the synthetic cohort, generated when it is not there yet."""
     if data.root is not None:
         return Path(data.root).resolve()
-    from harness.datasets.synthetic import DEFAULT_SIGNAL, generate_cohort
+    from harness.datasets.synthetic import generate_cohort
 
     spec = data.synth
     folder = synth_folder(spec)
-    if not (folder / "manifest.csv").is_file():
+    if (folder / "manifest.csv").is_file():
+        return folder
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    # Several sweeps with the same spec may start together: one generates, the others wait and find it done.
+    with FileLock(str(folder.with_name(f".{folder.name}.lock")), timeout=3600):
+        if (folder / "manifest.csv").is_file():
+            return folder
         log.warning("generating the synthetic cohort %s (once)", folder)
-        signal = DEFAULT_SIGNAL if spec.signal is None else spec.signal
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        generate_cohort(folder, patients=spec.patients, centers=spec.centers, seed=spec.seed, signal=signal)
+        generate_cohort(
+            folder,
+            patients=spec.patients,
+            centers=spec.centers,
+            seed=spec.seed,
+            signal=spec.signal,  # None: the generator's default
+            signal_by_sequence=spec.signal_by_sequence,
+            shared_signal=spec.shared_signal,
+        )
     return folder
 
 
@@ -50,6 +69,15 @@ def make_split(index: DatasetIndex, data: DataConfig) -> Split:
     spec = data.split
     if spec.by == "center":
         return split_by_center(patients, spec.val_centers, spec.test_centers)
+    if spec.by == "cv":
+        return split_cv(
+            patients,
+            folds=spec.folds,
+            fold=spec.fold,
+            seed=spec.seed,
+            test_centers=spec.test_centers,
+            test_fraction=spec.test_fraction,
+        )
     return split_stratified(patients, val_fraction=spec.val_fraction, test_fraction=spec.test_fraction, seed=spec.seed)
 
 

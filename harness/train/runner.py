@@ -72,7 +72,7 @@ class _Run:
         self.device = select_device(config.device)
         self.dtype = amp_dtype(config.amp, self.device)
         self.scaler = torch.amp.GradScaler("cuda") if self.dtype == torch.float16 else None
-        self.generator = seed_everything(config.seed)
+        self.generator = seed_everything(config.training_seed)
         self.model = build_model(config).to(self.device)
         self.state = LoopState()
         self.progress = progress_bar(progress)
@@ -163,7 +163,7 @@ class _Run:
                 dataset,
                 batch_size=self.dist.per_worker_batch(batch_size),
                 collate_fn=collate_fn,
-                sampler=self.dist.sampler(dataset, shuffle, self.config.seed),
+                sampler=self.dist.sampler(dataset, shuffle, self.config.training_seed),
                 num_workers=self.config.num_workers,
                 worker_init_fn=seed_worker,
             )
@@ -283,6 +283,10 @@ def run_training(
         distributed: this worker's rank when training data-parallel (the process group is already set up); only
             rank 0 writes files and evaluates, the others return empty metrics.
     """
+    from .data import build_data
+
+    # The data first: a dataset that cannot be used fails here, before anything is written under output_dir.
+    data = build_data(config, root=data_root, progress=progress)
     out = (Path(config.output_dir) / config.name).resolve()
     out.mkdir(parents=True, exist_ok=True)
     if distributed is None or distributed.is_main:
@@ -290,9 +294,6 @@ def run_training(
     run = _Run(config, HookList(hooks), out, progress, distributed)
     if resume and run.last.is_file():
         run.restore()
-    from .data import build_data
-
-    data = build_data(config, root=data_root, progress=progress)
     (_train_classifier if config.task == "classification" else _train_detector)(run, data)
     if not run.is_main:
         return TrainResult({}, out, run.best, run.state.history, run.stopped_early)

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.sweep.plan import SweepError
+from harness.sweep.schema import SweepError
 
 from .trial import train_trial
 
@@ -120,6 +120,9 @@ def _tuner(plan, storage: Path, tracking_info: dict, callbacks: list, resume: bo
             "run_name": t.run_name,
             "study": t.study,
             "point": t.point,
+            "configuration": t.configuration,
+            "fold": t.fold,
+            "repeat": t.repeat,
             "config": t.config,
             "resources": resources,
         }

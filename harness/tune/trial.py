@@ -87,6 +87,11 @@ class _FaultHook(Hooks):
         return False
 
 
+def _parent_of(spec: dict, track: dict) -> str:
+    """A trial's run sits under its configuration's run."""
+    return track["configuration_runs"][spec["configuration"]]
+
+
 def _open_run(spec: dict, track: dict, config) -> tracking.TrialRun:
     """The trial's MLflow child run (found again by its trial key when retried or restored)."""
     import ray
@@ -95,15 +100,20 @@ def _open_run(spec: dict, track: dict, config) -> tracking.TrialRun:
 
     tags = {
         tracking.STUDY_TAG: spec["study"],
+        tracking.SWEEP_RUN_TAG: track["parent_run_id"],
+        tracking.CONFIGURATION_TAG: spec["configuration"],
+        tracking.KIND_TAG: "trial",
+        "harness.fold": "none" if spec["fold"] is None else str(spec["fold"]),
+        "harness.repeat": str(spec["repeat"]),
         "ray_node": ray.get_runtime_context().get_node_id(),
         "dataset_fingerprint": provenance.dataset_fingerprint(ensure_dataset(config.data)),
         "workers": str(spec["resources"]["workers"]),
         **track["tags"],
     }
     run = tracking.TrialRun(
-        track["uri"], track["experiment_id"], track["parent_run_id"], spec["key"], spec["run_name"], tags=tags
+        track["uri"], track["experiment_id"], _parent_of(spec, track), spec["key"], spec["run_name"], tags=tags
     )
-    run.log_params(tracking.trial_params(spec["config"], spec["point"]))
+    run.log_params(tracking.trial_params(spec["config"]))
     return run
 
 
@@ -212,10 +222,10 @@ def _train_data_parallel(param: dict) -> None:
     try:
         trainer.fit()
     except SystemExit:
-        tracking.end_trial_run(track["uri"], track["experiment_id"], track["parent_run_id"], spec["key"], "KILLED")
+        tracking.end_trial_run(track["uri"], track["experiment_id"], _parent_of(spec, track), spec["key"], "KILLED")
         raise
     except BaseException:
-        tracking.end_trial_run(track["uri"], track["experiment_id"], track["parent_run_id"], spec["key"], "FAILED")
+        tracking.end_trial_run(track["uri"], track["experiment_id"], _parent_of(spec, track), spec["key"], "FAILED")
         raise
 
 

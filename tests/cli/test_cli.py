@@ -59,3 +59,26 @@ def test_bad_arguments_exit_2_with_a_message(tmp_path):
     assert (tmp_path / "x" / "keep.txt").exists()
     missing = run("data", "check", str(tmp_path / "nothing"))
     assert missing.returncode == 1 and "not found" in missing.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["bench", "--model", "nosuchmodel", "--no-mlflow"], "harness bench: error: unknown model 'nosuchmodel'"),
+        (["train", "{repo}/examples"], "harness train: error: {repo}/examples: is a folder; give a YAML file"),
+        (
+            ["train", "{repo}/examples/train_classifier.yaml", "--data", "empty"],
+            "harness train: error: empty/manifest.csv: file not found",
+        ),
+        (["compare"], "harness compare: error: no MLflow database at {cwd}/mlflow.db"),
+    ],
+)
+def test_a_new_users_mistakes_give_one_line_and_leave_nothing_behind(tmp_path, args, message):
+    (tmp_path / "empty").mkdir()
+    repo = str(Path(__file__).resolve().parents[2])
+    args = [a.format(repo=repo) for a in args]
+    result = subprocess.run([HARNESS, *args], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2, result.stderr
+    assert message.format(repo=repo, cwd=tmp_path) in result.stderr and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty"]  # no runs/, no mlflow.db

@@ -1,335 +1,278 @@
-"""`harness compare` on a real MLflow sqlite store laid out as `harness.tracking` writes it."""
+"""`harness compare` on a real MLflow sqlite store written by `harness.tracking` itself (configuration runs, trial
+runs nested under them, predictions.csv artifacts), with predictions whose truth is planted: T2WI informative, ADC
+weakly, CET1WI not at all; the augmentation sets equal."""
 
 from __future__ import annotations
 
 import io
+import json
 import math
-import time
 
 import numpy as np
 import pandas as pd
 import pytest
 from rich.console import Console
 
-from harness.metrics.delong import delong_test
+from harness import tracking
+from harness.metrics.classification import roc_auc
+from harness.metrics.delong import delong_covariance
+from harness.metrics.paired import compare_auc, holm
 from harness.sweep.compare import compare_command
-from harness.sweep.comparison import DASH, ExperimentNotFoundError, load_comparison
+from harness.sweep.comparison import DASH, ExperimentNotFoundError, load_comparison, read_patient_predictions
+from harness.sweep.factors import conclude, contrast_auc
 from harness.sweep.report import table_rows
-from harness.tracking import PARENT_TAG, STUDY_TAG, SWEEP_TAG, TRIAL_TAG
 
-SWEEP = "sweep-a"
-CLS_BEST = "classifier: sequence=T2WI, augment=flip"
-CLS_NONE = "classifier: sequence=T2WI, augment=none"
-CLS_ADC = "classifier: sequence=ADC, augment=none"
-CLS_FAILED = "classifier: sequence=ADC, augment=flip"
-DET_A = "detector: sequence=DWI, backbone=resnet50"
-DET_B = "detector: sequence=T2WI, backbone=mobilenet_v3"
-OLD_TRIAL = "classifier: from an older execution"
-
-CLS_METRICS = {
-    CLS_BEST: {
-        "val_auc": 0.9123,
-        "val_auc_ci_low": 0.8011,
-        "val_auc_ci_high": 0.9876,
-        "val_sensitivity": 0.8333,
-        "val_specificity": 0.9286,
-        "val_accuracy": 0.9,
-        "val_n_patients": 20.0,
-    },
-    CLS_NONE: {
-        "val_auc": 0.7456,
-        "val_auc_ci_low": 0.5512,
-        "val_auc_ci_high": 0.9001,
-        "val_sensitivity": 0.6667,
-        "val_specificity": 0.7143,
-        "val_accuracy": 0.7,
-        "val_n_patients": 20.0,
-    },
-    CLS_ADC: {"val_auc": 0.6012},  # KILLED by ASHA: partial metrics only
-}
-DET_METRICS = {
-    DET_A: {"val_map50": 0.0412, "val_map": 0.0123, "val_froc": 0.3456, "val_patient_auc": 0.7012},
-    DET_B: {"val_map50": 0.0170, "val_map": 0.0051, "val_froc": 0.2222, "val_patient_auc": 0.8234},
-}
+SWEEP = "planted"
+SEQUENCES = {"T2WI": 2.5, "ADC": 1.0, "CET1WI": 0.0}  # planted separation in SD units
+AUGMENTS = ("none", "flip")
+FOLDS, REPEATS, PATIENTS = 3, 2, 72
 
 
-def _val_frame(rng: np.random.Generator, labels: np.ndarray, noise: float, patients: list[str]) -> pd.DataFrame:
-    scores = 1 / (1 + np.exp(-(2 * labels - 1 + rng.normal(0, noise, labels.size))))
-    return pd.DataFrame({"split": "val", "patient": patients, "dl_score": scores.round(6), "lnm": labels})
+def _cohort(seed: int = 0) -> tuple[list[str], np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    labels = (np.arange(PATIENTS) % 5 < 2).astype(int)  # 40% positive
+    patients = [f"p{i:03d}" for i in range(PATIENTS)]
+    folds = rng.permutation(np.arange(PATIENTS) % FOLDS)
+    return patients, labels, folds
 
 
-def _classifier_predictions(rng: np.random.Generator) -> dict[str, pd.DataFrame]:
-    """Validation predictions of three classifiers on 20 patients (CLS_ADC scored only 15), plus train rows."""
-    labels = np.array([1] * 7 + [0] * 13)
-    patients = [f"p{k:03d}" for k in range(20)]
-    frames = {CLS_BEST: _val_frame(rng, labels, 0.6, patients), CLS_NONE: _val_frame(rng, labels, 1.5, patients)}
-    frames[CLS_ADC] = _val_frame(rng, labels, 2.0, patients).iloc[5:].reset_index(drop=True)
-    train = pd.DataFrame({"split": "train", "patient": ["t1", "t2"], "dl_score": [0.2, 0.9], "lnm": [0, 1]})
-    return {name: pd.concat([frame, train], ignore_index=True) for name, frame in frames.items()}
+def _scores(rng, labels, strength: float, patient_effect: np.ndarray) -> np.ndarray:
+    """One repeat's scores: the planted signal, a patient effect every configuration shares, seed noise."""
+    return strength * labels + patient_effect + 0.5 * rng.standard_normal(labels.size)
 
 
-def _detector_predictions() -> pd.DataFrame:
-    return pd.DataFrame(
-        {
-            "split": ["val"] * 3,
-            "patient": ["p000", "p000", "p001"],
-            "slice_position_mm": [0, 4, 0],
-            "max_score": [0.9, 0.2, 0.1],
-            "n_targets": [1, 0, 0],
-            "n_detections": [2, 1, 0],
-        }
-    )
-
-
-def _child(client, experiment_id, parent_id, name, study, params, metrics, status, predictions, folder):
-    tags = {PARENT_TAG: parent_id, TRIAL_TAG: f"{study}-{name[-4:]}", STUDY_TAG: study}
-    run = client.create_run(experiment_id, run_name=name, tags=tags)
-    run_id = run.info.run_id
-    for key, value in params.items():
-        client.log_param(run_id, key, value)
-    for key, value in metrics.items():
-        client.log_metric(run_id, key, value)
-    if predictions is not None:
-        path = folder / f"{run_id}" / "predictions.csv"
-        path.parent.mkdir(parents=True)
-        predictions.to_csv(path, index=False)
-        client.log_artifact(run_id, str(path))
-    client.set_terminated(run_id, status=status)
-    return run_id
-
-
-def _params(task, sequence, augment, backbone):
-    model = "wu2020_classifier" if task == "classification" else f"fasterrcnn_{backbone}"
-    return {
-        "task": task,
-        "model": model,
-        "sequence": sequence,
-        "augment": augment,
-        "backbone": backbone,
-        "lr": "0.001",
-        "epochs": "3",
-        "batch_size": "8",
-    }
-
-
-def _experiment(client, name, folder):
-    experiment_id = client.create_experiment(name, artifact_location=(folder / "artifacts" / name).as_uri())
-    time.sleep(0.01)  # distinct creation times: the latest experiment is chosen by its creation time
-    return experiment_id
+def _write_sweep(uri: str, folder, *, failed: set[str] = frozenset(), legacy: bool = False) -> dict:
+    """A finished sweep laid out as `harness run` writes it; returns what the tests check against."""
+    patients, labels, folds = _cohort()
+    rng = np.random.default_rng(1)
+    shared = rng.standard_normal(PATIENTS)
+    sweep = tracking.SweepTracking(uri, SWEEP)
+    parent = sweep.parent_run(SWEEP, None, {}, {})
+    truth: dict[str, np.ndarray] = {}
+    specs, points = {}, {}
+    for i, (sequence, augment) in enumerate((s, a) for s in SEQUENCES for a in AUGMENTS):
+        key = f"cls-{i:03d}"
+        points[key] = {"sequence": sequence, "augment": augment}
+        params = {"task": "classification", "sequence": sequence, "augment": augment, "folds": "3", "repeats": "2"}
+        tags = {tracking.POINT_TAG: json.dumps(points[key]), tracking.STUDY_TAG: "cls", tracking.SWEEP_TAG: SWEEP}
+        specs[key] = {"name": f"{sequence} {augment}", "params": params, "tags": tags}
+    runs = {} if legacy else sweep.configuration_runs(parent, specs)
+    for key, point in points.items():
+        matrix = np.stack([_scores(rng, labels, SEQUENCES[point["sequence"]], shared) for _ in range(REPEATS)])
+        truth[key] = matrix
+        for fold in range(FOLDS):
+            for repeat in range(REPEATS):
+                trial_key = f"{key}-f{fold}-r{repeat}"
+                rows = [("val", p, matrix[repeat, j], labels[j]) for j, p in enumerate(patients) if folds[j] == fold]
+                rows += [("train", p, 0.5, labels[j]) for j, p in enumerate(patients) if folds[j] != fold]
+                frame = pd.DataFrame(rows, columns=["split", "patient", "dl_score", "lnm"])
+                path = folder / trial_key / "predictions.csv"
+                path.parent.mkdir(parents=True)
+                frame.to_csv(path, index=False)
+                tags = {tracking.STUDY_TAG: "cls", tracking.SWEEP_TAG: SWEEP}
+                if not legacy:
+                    tags |= {
+                        tracking.SWEEP_RUN_TAG: parent,
+                        tracking.CONFIGURATION_TAG: key,
+                        tracking.KIND_TAG: "trial",
+                        "harness.fold": str(fold),
+                        "harness.repeat": str(repeat),
+                    }
+                run = tracking.TrialRun(
+                    uri,
+                    sweep.experiment_id,
+                    parent if legacy else runs[key],
+                    trial_key,
+                    f"{specs[key]['name']} f{fold} r{repeat}",
+                    tags=tags,
+                    system_metrics=False,
+                )
+                run.log_params({"task": "classification", **point})
+                run.log_metrics(
+                    {
+                        "val_auc": roc_auc(
+                            frame.query("split == 'val'")["lnm"], frame.query("split == 'val'")["dl_score"]
+                        )
+                    },
+                    step=1,
+                )
+                run.log_artifacts([(path, None)])
+                run.end("FAILED" if trial_key in failed else "FINISHED")
+    for run_id in runs.values():
+        sweep.end_run(run_id, "FINISHED")
+    sweep.end_parent(parent, "FINISHED")
+    return {"labels": labels, "patients": patients, "truth": truth, "points": points, "folds": folds}
 
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
-    """An older sweep experiment, the sweep under test (two executions) and a later 'benchmarks' experiment."""
-    from mlflow import MlflowClient
-
-    folder = tmp_path_factory.mktemp("mlflow")
+    folder = tmp_path_factory.mktemp("compare")
     uri = f"sqlite:///{folder / 'mlflow.db'}"
-    client = MlflowClient(tracking_uri=uri)
-    older = _experiment(client, "older-sweep", folder)
-    client.create_run(older, run_name="older-sweep", tags={SWEEP_TAG: "older-sweep"})
-    experiment_id = _experiment(client, SWEEP, folder)
-
-    old_parent = client.create_run(experiment_id, run_name=SWEEP, tags={SWEEP_TAG: SWEEP}).info.run_id
-    _child(
-        client,
-        experiment_id,
-        old_parent,
-        OLD_TRIAL,
-        "classifier",
-        _params("classification", "T2WI", "none", "resnet18"),
-        {"val_auc": 0.99},
-        "FINISHED",
-        None,
-        folder,
-    )
-    time.sleep(0.01)
-    parent = client.create_run(experiment_id, run_name=SWEEP, tags={SWEEP_TAG: SWEEP}).info.run_id
-
-    predictions = _classifier_predictions(np.random.default_rng(0))
-    runs = [
-        (CLS_BEST, "T2WI", "flip", "FINISHED"),
-        (CLS_NONE, "T2WI", "none", "FINISHED"),
-        (CLS_ADC, "ADC", "none", "KILLED"),
-    ]
-    for name, sequence, augment, status in runs:
-        params = _params("classification", sequence, augment, "resnet18")
-        _child(
-            client,
-            experiment_id,
-            parent,
-            name,
-            "classifier",
-            params,
-            CLS_METRICS[name],
-            status,
-            predictions[name],
-            folder,
-        )
-    # Failed before anything was logged but its params: no metrics, no predictions.
-    params = _params("classification", "ADC", "flip", "resnet18")
-    _child(client, experiment_id, parent, CLS_FAILED, "classifier", params, {}, "FAILED", None, folder)
-    for name, sequence, backbone in ((DET_A, "DWI", "resnet50"), (DET_B, "T2WI", "mobilenet_v3")):
-        _child(
-            client,
-            experiment_id,
-            parent,
-            name,
-            "detector",
-            _params("detection", sequence, "none", backbone),
-            DET_METRICS[name],
-            "FINISHED",
-            _detector_predictions(),
-            folder,
-        )
-
-    bench = _experiment(client, "benchmarks", folder)
-    client.create_run(bench, run_name="bench", tags={SWEEP_TAG: "bench"})
-    return {"uri": uri, "predictions": predictions, "folder": folder}
+    return {"uri": uri, **_write_sweep(uri, folder)}
 
 
 @pytest.fixture(scope="module")
-def comparison(store):
-    return load_comparison(store["uri"], SWEEP)
+def concluded(store):
+    comparison = load_comparison(store["uri"], SWEEP, n_boot=200)
+    return comparison, conclude(comparison)
 
 
-def _rows(comparison, task) -> dict[str, dict[str, str]]:
-    header, rows, _ = table_rows(comparison, task)
-    return {row[header.index("Run")]: dict(zip(header, row, strict=True)) for row in rows}
+def _by_name(comparison):
+    return {c.name: c for c in comparison.configurations}
 
 
-def test_latest_parent_run_children_only(comparison):
-    names = sorted(t.name for t in comparison.trials)
-    assert names == sorted([CLS_BEST, CLS_NONE, CLS_ADC, CLS_FAILED, DET_A, DET_B])
-    assert comparison.sweep == SWEEP and comparison.experiment == SWEEP
+def test_oof_scores_pool_every_patient_once_per_repeat(store, concluded):
+    comparison, _ = concluded
+    assert len(comparison.configurations) == 6
+    for configuration in comparison.configurations:
+        assert configuration.oof.shape == (PATIENTS, REPEATS) and configuration.complete
+        expected = store["truth"][configuration.key]  # (repeats, patients), straight from the written rows
+        np.testing.assert_allclose(configuration.oof.to_numpy().T, expected, rtol=1e-6)
+        assert configuration.metric("oof_auc") == pytest.approx(roc_auc(store["labels"], expected.mean(axis=0)))
+        per_repeat = [roc_auc(store["labels"], row) for row in expected]
+        assert configuration.metric("oof_auc_repeat_sd") == pytest.approx(np.std(per_repeat, ddof=1))
+        assert configuration.metric("n_patients") == PATIENTS and configuration.metric("n_positive") == 30
 
 
-def test_no_experiment_picks_the_latest_sweep_experiment_but_not_benchmarks(store):
-    assert load_comparison(store["uri"], None).experiment == SWEEP
+def test_the_planted_order_is_found_and_equal_levels_are_not_called_different(concluded):
+    _, (study,) = concluded
+    by_pair = {(c.factor, c.level_a, c.level_b): c for c in study.comparisons}
+    assert set(by_pair) == {
+        ("sequence", "T2WI", "ADC"),
+        ("sequence", "T2WI", "CET1WI"),
+        ("sequence", "ADC", "CET1WI"),
+        ("augment", "none", "flip"),
+    }
+    strong = by_pair[("sequence", "T2WI", "CET1WI")]
+    assert strong.significant and strong.result.diff > 0.2 and strong.pairs == 2
+    assert strong.text.startswith("T2WI beats CET1WI by ") and "(Holm)" in strong.text
+    assert not by_pair[("augment", "none", "flip")].significant
+    assert "no difference detectable" in by_pair[("augment", "none", "flip")].text
+    assert "could detect about" in by_pair[("augment", "none", "flip")].text
 
 
-def test_classifier_table_matches_logged_metrics(comparison):
-    rows = _rows(comparison, "classification")
-    for name in (CLS_BEST, CLS_NONE):
-        logged = CLS_METRICS[name]
-        row = rows[name]
-        ci = f"[{logged['val_auc_ci_low']:.3f}–{logged['val_auc_ci_high']:.3f}]"
-        assert row["AUC [95% CI]"] == f"{logged['val_auc']:.3f} {ci}"
-        assert row["Sensitivity"] == f"{logged['val_sensitivity']:.3f}"
-        assert row["Specificity"] == f"{logged['val_specificity']:.3f}"
-        assert row["Status"] == "FINISHED"
-    killed = rows[CLS_ADC]
-    assert (killed["Status"], killed["AUC [95% CI]"], killed["Sensitivity"]) == ("KILLED", "0.601", DASH)
+def test_p_values_are_holm_adjusted_over_every_comparison_shown(concluded):
+    _, (study,) = concluded
+    raw = [c.result.p_value for c in study.comparisons]
+    np.testing.assert_allclose([c.adjusted_p for c in study.comparisons], holm(raw))
 
 
-def test_rows_are_sorted_by_sequence_augment_backbone(comparison):
-    header, rows, _ = table_rows(comparison, "classification")
-    groups = [tuple(row[:3]) for row in rows]
-    assert groups == sorted(groups)
-    # ADC/flip, ADC/none, T2WI/flip, T2WI/none
-    assert [row[3] for row in rows] == [CLS_FAILED, CLS_ADC, CLS_BEST, CLS_NONE]
+def test_a_matched_pair_factor_is_the_mean_of_pair_differences_with_delong_covariance(store, concluded):
+    """Independent computation: the contrast from DeLong's covariance matrix of the four AUCs, and a bootstrap."""
+    comparison, (study,) = concluded
+    item = next(c for c in study.comparisons if (c.level_a, c.level_b) == ("T2WI", "CET1WI"))
+    names = ["T2WI none", "T2WI flip", "CET1WI none", "CET1WI flip"]
+    by_name = _by_name(comparison)
+    scores = np.stack([by_name[n].oof.mean(axis=1).to_numpy() for n in names])
+    aucs, covariance = delong_covariance(store["labels"], scores)
+    weights = np.array([0.5, 0.5, -0.5, -0.5])
+    assert item.result.diff == pytest.approx(weights @ aucs)
+    assert item.result.se == pytest.approx(math.sqrt(weights @ covariance @ weights))
+    rng = np.random.default_rng(0)
+    y = store["labels"]
+    pos, neg = np.flatnonzero(y == 1), np.flatnonzero(y == 0)
+    boot = []
+    for _ in range(400):
+        pick = np.concatenate([rng.choice(pos, pos.size), rng.choice(neg, neg.size)])
+        boot.append(weights @ [roc_auc(y[pick], row[pick]) for row in scores])
+    assert np.std(boot, ddof=1) == pytest.approx(item.result.se, rel=0.25)
 
 
-def test_detector_table_matches_logged_metrics(comparison):
-    rows = _rows(comparison, "detection")
-    for name, logged in DET_METRICS.items():
-        row = rows[name]
-        assert [row["mAP@0.5"], row["mAP"], row["FROC"], row["Patient AUC"]] == [
-            f"{logged[k]:.3f}" for k in ("val_map50", "val_map", "val_froc", "val_patient_auc")
-        ]
-        assert row["p vs best (DeLong)"] == DASH  # these predictions.csv have no lnm column (no patient truth)
+def test_one_pair_contrast_equals_compare_auc(store, concluded):
+    comparison, _ = concluded
+    by_name = _by_name(comparison)
+    a, b = by_name["ADC none"], by_name["CET1WI none"]
+    scores = {n: by_name[n].oof.to_numpy().T for n in (a.name, b.name)}
+    contrast = contrast_auc(store["labels"], scores, [(a, b)])
+    direct = compare_auc(store["labels"], scores[a.name], scores[b.name], n_boot=0)
+    assert contrast.diff == pytest.approx(direct.diff) and contrast.p_value == pytest.approx(direct.p_value)
 
 
-def test_best_trials_have_a_dash(comparison):
-    assert comparison.best("classification").name == CLS_BEST
-    # The detector's best is by mAP@0.5, although DET_B has the higher patient AUC.
-    assert comparison.best("detection").name == DET_A
-    assert _rows(comparison, "classification")[CLS_BEST]["p vs best (DeLong)"] == DASH
-    assert math.isnan(comparison.best("classification").p_value)
+def test_best_set_is_the_top_and_the_configurations_not_significantly_worse(concluded):
+    comparison, (study,) = concluded
+    aucs = {c.name: c.metric("oof_auc") for c in comparison.configurations}
+    assert study.top == max(aucs, key=aucs.get) and study.top.startswith("T2WI")
+    assert {n for n in study.best} <= {"T2WI none", "T2WI flip"} and study.top in study.best
+    assert all(study.versus_top[n][1] < 0.05 for n in aucs if n.startswith("CET1WI"))
 
 
-def _direct_p(predictions, name) -> float:
-    best = predictions[CLS_BEST].query("split == 'val'").set_index("patient")
-    other = predictions[name].query("split == 'val'").set_index("patient")
-    shared = sorted(set(best.index) & set(other.index))
-    return delong_test(best.loc[shared, "lnm"], other.loc[shared, "dl_score"], best.loc[shared, "dl_score"]).p_value
+def test_table_rows_name_ties_and_the_patients_behind_the_numbers(concluded):
+    comparison, (study,) = concluded
+    header, rows = table_rows(comparison, study)
+    cells = {row[0]: dict(zip(header, row, strict=True)) for row in rows}
+    assert cells[study.top]["Best"] == "top" and cells[study.top]["Trials"] == "6/6"
+    assert cells["CET1WI none"]["Best"].startswith("worse, p")
+    auc = comparison.configurations[0].metric("oof_auc")
+    assert cells[comparison.configurations[0].name]["OOF AUC [95% CI]"].startswith(f"{auc:.3f} [")
+    assert cells["ADC none"]["Test AUC"] == DASH  # no test set in this sweep
 
 
-@pytest.mark.parametrize("name", [CLS_NONE, CLS_ADC])
-def test_delong_p_matches_a_direct_computation_on_shared_patients(comparison, store, name):
-    expected = _direct_p(store["predictions"], name)
-    trial = next(t for t in comparison.trials if t.name == name)
-    assert 0 < expected < 1
-    assert trial.p_value == pytest.approx(expected, rel=1e-9)
-    cell = _rows(comparison, "classification")[name]["p vs best (DeLong)"]
-    assert cell == ("<0.001" if expected < 0.001 else f"{expected:.3f}")
+def test_a_configuration_with_a_failed_trial_is_named_and_left_out_of_paired_tests(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    _write_sweep(uri, tmp_path, failed={"cls-005-f1-r0"})  # CET1WI flip
+    comparison = load_comparison(uri, SWEEP, n_boot=100)
+    (study,) = conclude(comparison)
+    assert "CET1WI flip" in study.excluded and "FAILED" in study.excluded["CET1WI flip"]
+    augment = next(c for c in study.comparisons if c.factor == "augment")
+    assert augment.pairs == 2  # the CET1WI pair is gone, the others stay matched
+    header, rows = table_rows(comparison, study)
+    assert dict(zip(header, next(r for r in rows if r[0] == "CET1WI flip"), strict=True))["Trials"] == "5/6"
 
 
-def test_failed_run_without_metrics_shows_dashes(comparison):
-    row = _rows(comparison, "classification")[CLS_FAILED]
-    assert row["Status"] == "FAILED"
-    assert [row[k] for k in ("AUC [95% CI]", "Sensitivity", "Specificity", "p vs best (DeLong)")] == [DASH] * 4
+def test_runs_logged_before_configurations_read_as_one_trial_each(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    _write_sweep(uri, tmp_path, legacy=True)
+    comparison = load_comparison(uri, SWEEP, n_boot=100)
+    assert len(comparison.configurations) == 6 * FOLDS * REPEATS
+    assert all(c.oof.shape[1] == 1 for c in comparison.configurations)
 
 
-def test_compare_command_writes_markdown_and_html(store, tmp_path):
+def test_compare_command_writes_verdicts_forest_plot_and_fits_100_columns(store, tmp_path):
     out = io.StringIO()
-    console = Console(file=out, width=250, color_system=None)
+    console = Console(file=out, width=100, force_terminal=False)
     compare_command(SWEEP, store["uri"], tmp_path / "report", console)
+    printed = out.getvalue()
+    assert "T2WI beats CET1WI" in printed and "no difference detectable between none and flip" in printed
+    assert max(len(line) for line in printed.splitlines()) <= 100
     markdown = (tmp_path / "report" / "comparison.md").read_text()
     page = (tmp_path / "report" / "comparison.html").read_text()
-    printed = out.getvalue()
-    for name in (CLS_BEST, CLS_NONE, CLS_ADC, CLS_FAILED, DET_A, DET_B):
-        assert name in markdown and name in page and name in printed
-    assert f"**{CLS_BEST}**" in markdown
-    assert page.count('src="data:image/png;base64,') == 2  # one ROC figure per classifier sequence: ADC, T2WI
-    assert "http" not in page.replace("<!DOCTYPE html>", "")  # self-contained: nothing fetched
+    assert markdown.index("T2WI beats CET1WI") < markdown.index("| Configuration")  # verdicts first
+    assert "72 patients (30 node-positive)" in markdown
+    assert page.count('src="data:image/png;base64,') == 2  # forest plot + one ROC figure
+    assert "Paired differences" in page and "http" not in page.replace("<!DOCTYPE html>", "")
 
 
-def test_missing_experiment_is_a_clear_error(store):
-    with pytest.raises(ExperimentNotFoundError, match=r"'nope' not found.*known experiments: .*sweep-a") as error:
+def test_detector_predictions_become_one_patient_row_with_the_highest_slice_score(tmp_path):
+    frame = pd.DataFrame(
+        {
+            "split": ["val", "val", "val", "test", "train"],
+            "patient": ["p1", "p1", "p2", "p3", "p4"],
+            "slice_position_mm": [0, 4, 0, 0, 0],
+            "max_score": [0.9, 0.2, 0.1, 0.7, 0.3],
+            "n_targets": [1, 0, 0, 0, 0],
+            "n_detections": [2, 1, 0, 1, 1],
+            "lnm": [1, 1, 0, 1, 0],
+        }
+    )
+    path = tmp_path / "predictions.csv"
+    frame.to_csv(path, index=False)
+    rows = read_patient_predictions(path).set_index(["split", "patient"])
+    assert rows.loc[("val", "p1"), "score"] == 0.9 and rows.loc[("val", "p2"), "score"] == 0.1
+    assert ("test", "p3") in rows.index and ("train", "p4") not in rows.index
+
+
+def test_malformed_predictions_make_the_run_unusable_not_silently_smaller(tmp_path):
+    path = tmp_path / "predictions.csv"
+    pd.DataFrame({"split": ["val", "val"], "patient": ["a", "b"], "dl_score": [0.3, "x"], "lnm": [0, 1]}).to_csv(path)
+    assert read_patient_predictions(path) is None
+
+
+def test_missing_experiment_and_missing_database_are_clear_errors(store, tmp_path):
+    with pytest.raises(ExperimentNotFoundError, match=r"'nope' not found.*known experiments: .*planted"):
         load_comparison(store["uri"], "nope")
-    assert isinstance(error.value, ValueError)
     with pytest.raises(ExperimentNotFoundError, match="holds no sweep parent run"):
         load_comparison(store["uri"], "Default")
-
-
-def test_detector_p_value_is_delong_on_the_patients_highest_slice_scores(tmp_path):
-    """With the manifest's lnm in predictions.csv, a detector's patient score is its highest slice score."""
-    from mlflow import MlflowClient
-
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    client = MlflowClient(tracking_uri=uri)
-    experiment_id = _experiment(client, "det-sweep", tmp_path)
-    parent = client.create_run(experiment_id, run_name="det-sweep", tags={SWEEP_TAG: "det-sweep"}).info.run_id
-    rng = np.random.default_rng(1)
-    labels = np.array([1] * 6 + [0] * 8)
-    patients = [f"p{i:03d}" for i in range(labels.size)]
-    frames = {}
-    for name, noise in ((DET_A, 1.0), (DET_B, 4.0)):
-        rows = []
-        for patient, lnm in zip(patients, labels, strict=True):
-            for z in range(3):  # three slices per patient; a patient's score is the highest
-                score = 1 / (1 + np.exp(-(2 * lnm - 1 + rng.normal(0, noise))))
-                rows.append(("val", patient, float(z), round(score, 6), int(lnm and z == 1), 1, int(lnm)))
-        frames[name] = pd.DataFrame(
-            rows, columns=["split", "patient", "slice_position_mm", "max_score", "n_targets", "n_detections", "lnm"]
-        )
-        _child(
-            client,
-            experiment_id,
-            parent,
-            name,
-            "detector",
-            _params("detection", "DWI", "none", name[-8:]),
-            DET_METRICS[name],
-            "FINISHED",
-            frames[name],
-            tmp_path,
-        )
-    comparison = load_comparison(uri, "det-sweep")
-    best, other = comparison.best("detection"), next(t for t in comparison.trials if t.name == DET_B)
-    assert best.name == DET_A
-    patient_max = {n: f.groupby("patient")["max_score"].max().reindex(patients).to_numpy() for n, f in frames.items()}
-    expected = delong_test(labels, patient_max[DET_B], patient_max[DET_A]).p_value
-    assert 0 < expected < 0.99 and other.p_value == pytest.approx(expected)  # two different AUCs
-    assert _rows(comparison, "detection")[DET_B]["p vs best (DeLong)"] == f"{expected:.3f}"
+    missing = tmp_path / "elsewhere" / "mlflow.db"
+    with pytest.raises(ExperimentNotFoundError, match="no MLflow database"):
+        load_comparison(f"sqlite:///{missing}", None)
+    assert not missing.exists() and not missing.parent.exists()

@@ -18,7 +18,7 @@ from mlflow import MlflowClient
 
 from harness.sweep import SweepError, plan_sweep
 from harness.sweep.run import run_sweep
-from harness.tracking import PARENT_TAG, SWEEP_TAG, TRIAL_TAG, default_tracking_uri
+from harness.tracking import CONFIGURATION_TAG, KIND_TAG, PARENT_TAG, SWEEP_TAG, TRIAL_TAG, default_tracking_uri
 from tests.datasets.minidata import write_dataset
 
 pytestmark = pytest.mark.slow
@@ -53,13 +53,13 @@ def sweep_file(tmp_path: Path, root: Path, name: str = "tiny", epochs: int = 3, 
     }
 
 
-def children(uri: str, experiment: str) -> tuple[list, list]:
-    """(parent runs, child runs) of an experiment."""
+def children(uri: str, experiment: str, kind: str = "trial") -> tuple[list, list]:
+    """(parent runs, trial runs) of an experiment; ``kind="configuration"``: (parent runs, configuration runs)."""
     client = MlflowClient(uri)
     exp = client.get_experiment_by_name(experiment)
     runs = client.search_runs([exp.experiment_id], max_results=1000)
     parents = [r for r in runs if PARENT_TAG not in r.data.tags]
-    return parents, [r for r in runs if PARENT_TAG in r.data.tags]
+    return parents, [r for r in runs if r.data.tags.get(KIND_TAG) == kind]
 
 
 def epoch_steps(uri: str, run_id: str) -> list[int]:
@@ -78,14 +78,21 @@ def test_sweep_with_a_raising_and_a_killed_trial_retries_them_from_checkpoints(r
     assert len(parents) == 1 and parents[0].info.status == "FINISHED" and parents[0].data.tags[SWEEP_TAG] == "tiny"
     assert sorted(r.data.tags[TRIAL_TAG] for r in runs) == ["cls-000", "cls-001", "cls-002", "cls-003"]  # no dupes
     by_key = {r.data.tags[TRIAL_TAG]: r for r in runs}
+    _, configurations = children(uri, "tiny", "configuration")
+    configuration_of = {r.data.tags[CONFIGURATION_TAG]: r for r in configurations}
+    assert sorted(configuration_of) == ["cls-000", "cls-001", "cls-002", "cls-003"]
+    assert all(r.info.status == "FINISHED" for r in configurations)
+    assert {r.data.tags[PARENT_TAG] for r in configurations} == {parents[0].info.run_id}
+    specs = {t.key: t for t in plan.trials}
     for trial in outcome.trials:
         run = by_key[trial.key]
         assert run.info.status == "FINISHED" and run.info.run_name == trial.run_name
-        assert run.data.tags[PARENT_TAG] == parents[0].info.run_id
+        assert run.data.tags[PARENT_TAG] == configuration_of[specs[trial.key].configuration].info.run_id  # nested
         params = run.data.params
         assert params["task"] == "classification" and params["model"] == "wu2020" and params["epochs"] == "3"
-        assert params["augment"] == trial.run_name.split("augment=")[1].split(",")[0]
-        assert float(params["lr"]) in (1e-3, 3e-4) and params["batch_size"] == "4"
+        assert params["augment"] == specs[trial.key].point["augment"] and "data.augment" not in params  # once
+        assert not any(k.startswith("point.") for k in params) and "data.image_size" not in params  # task's only
+        assert float(params["train.stage2_lr"]) in (1e-3, 3e-4) and params["train.batch_size"] == "4"
         assert not any("/" in v for v in [*params.values(), *run.data.tags.values()])  # no file paths
         for key in ("val_auc", "val_auc_ci_low", "val_auc_ci_high", "val_sensitivity", "val_specificity"):
             assert run.data.metrics[key] == pytest.approx(trial.metrics[key]), key  # what the trial reported
@@ -119,6 +126,15 @@ def test_a_trial_that_keeps_failing_is_named_and_the_others_finish(root, tmp_pat
     parents, runs = children(uri, "tiny")
     status = {r.data.tags[TRIAL_TAG]: r.info.status for r in runs}
     assert status == {"cls-000": "FAILED", "cls-001": "FINISHED"} and parents[0].info.status == "FAILED"
+    # The configurations carry their status and, once the comparison ran, their aggregates; the report is attached.
+    _, configurations = children(uri, "tiny", "configuration")
+    by_key = {r.data.tags[CONFIGURATION_TAG]: r for r in configurations}
+    assert by_key["cls-000"].info.status == "FAILED" and by_key["cls-001"].info.status == "FINISHED"
+    assert "oof_auc" in by_key["cls-001"].data.metrics and "oof_auc" not in by_key["cls-000"].data.metrics
+    client = MlflowClient(uri)
+    attached = {a.path for a in client.list_artifacts(parents[0].info.run_id, "comparison")}
+    assert attached == {"comparison/comparison.html", "comparison/comparison.md"}
+    assert "left out of paired tests: none" in result.stdout  # the failed configuration is named
 
 
 def test_a_gpu_study_without_a_gpu_fails_before_any_trial(root, tmp_path):
@@ -126,7 +142,8 @@ def test_a_gpu_study_without_a_gpu_fails_before_any_trial(root, tmp_path):
     plan = plan_sweep(sweep_file(tmp_path, root, resources={"cpus": 1, "gpus": 0.25}), "sweep.yaml")
     with pytest.raises(SweepError, match=r"studies\[0\].resources.gpus: 0.25 GPU per trial"):
         run_sweep(plan, tracking_uri=uri, num_cpus=2)
-    assert children(uri, "tiny")[1] == []
+    # Refused before anything was written: no MLflow database, no sweep folder, so the corrected file just runs.
+    assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "runs").exists()
 
 
 @pytest.mark.parametrize("how", ["SIGKILL", "Ctrl-C"])

@@ -1,4 +1,5 @@
 import pytest
+import yaml
 
 from harness.config import ConfigError, DetectorTraining, apply_overrides, load_config, parse_config
 
@@ -43,7 +44,7 @@ def test_yaml_exponent_strings_are_numbers(tmp_path):
         ({"data": {}}, "exactly one of data.root"),
         ({"train": {"stage2_lr": "fast"}}, "train.stage2_lr"),
         ({"train": {"epochs": 3}}, "train.epochs: Extra inputs are not permitted"),
-        ({"model_kwargs": {"depth": 3}}, "model_kwargs: ['depth'] not accepted by wu2020"),
+        ({"model_kwargs": {"depth": 3}}, "model_kwargs.depth: not an argument of wu2020; did you mean 'width'?"),
         (
             {"task": "detection", "model": "fasterrcnn_vgg16", "data": {"root": "/d", "sequence": "ADC"}},
             "data.sequence: detection uses axial T2WI or DWI",
@@ -72,3 +73,18 @@ def test_missing_file_and_bad_yaml(tmp_path):
     (tmp_path / "bad.yaml").write_text("task: [")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(tmp_path / "bad.yaml")
+
+
+def test_fold_and_repeat_switches_rerun_one_trial_of_a_cv_sweep(tmp_path):
+    from harness.cli import build_parser
+    from harness.cli.train import train_overrides
+
+    path = tmp_path / "trial.yaml"
+    path.write_text(yaml.safe_dump({**BASE, "data": {**BASE["data"], "split": {"folds": 3}}, "seed": 7}))
+    args = build_parser().parse_args(["train", str(path), "--fold", "2", "--repeat", "1"])
+    config = load_config(path, train_overrides(args))
+    assert (config.data.split.by, config.data.split.fold, config.data.split.folds) == ("cv", 2, 3)
+    assert config.repeat == 1 and config.training_seed == 8
+    args = build_parser().parse_args(["train", str(path), "--fold", "3"])
+    with pytest.raises(ConfigError, match="split.fold: 3 is not a fold of 3"):
+        load_config(path, train_overrides(args))

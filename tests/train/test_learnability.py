@@ -17,6 +17,7 @@ REPO = Path(__file__).resolve().parents[2]
 HARNESS = str(Path(sys.executable).parent / "harness")
 
 pytestmark = pytest.mark.slow
+HANG_S = 3600  # CI stops at 90 minutes whatever happens
 
 
 def synth(out: Path, signal: float | None = None) -> Path:
@@ -41,7 +42,9 @@ def train(example: str, data: Path, out: Path) -> dict:
         ],
         capture_output=True,
         text=True,
-        timeout=1500,
+        # A learning bar, not a time bar: the timeout only catches a hang. The detector example takes ~6 min on a
+        # quiet 2-core CPU and over 25 min when the cores are shared; its time is in docs/benchmarks.md.
+        timeout=HANG_S,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout.strip().splitlines()[-1])
