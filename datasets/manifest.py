@@ -27,18 +27,10 @@ NODE_LOCATIONS = ("superior_rectal", "mesorectal", "internal_iliac", "external_i
 
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 _MANIFEST_REQUIRED = ("patient_id", "center", "lnm")
-_ANNOTATION_COLUMNS = (
-    "patient_id",
-    "sequence",
-    "slice_position_mm",
-    "kind",
-    "location",
-    "metastatic",
-    "x_min",
-    "y_min",
-    "x_max",
-    "y_max",
-)
+# The columns of annotations.csv, in order (docs/data-format.md); the synthetic cohort writes them, the loader reads.
+ANNOTATION_COLUMNS = (
+    "patient_id", "sequence", "slice_position_mm", "kind", "location", "metastatic", "x_min", "y_min", "x_max", "y_max",
+)  # fmt: skip
 
 
 def check_patient_id(patient_id: str, where: str) -> str:
@@ -170,7 +162,7 @@ def load_annotations(root: Path) -> tuple[list[Box], list[Problem]]:
     """Parse ``root/annotations.csv`` into boxes; invalid rows become `Problem`s and are left out."""
     boxes: list[Box] = []
     problems: list[Problem] = []
-    for line, row in _read_csv(root / ANNOTATIONS_FILE, _ANNOTATION_COLUMNS):
+    for line, row in _read_csv(root / ANNOTATIONS_FILE, ANNOTATION_COLUMNS):
         try:
             boxes.append(_parse_box(line, row))
         except ManifestError as error:

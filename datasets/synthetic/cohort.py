@@ -20,7 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .patient import ANNOTATION_COLUMNS, PatientPlan, PatientResult, generate_patient
+from harness.datasets.manifest import ANNOTATION_COLUMNS
+
+from .patient import PatientPlan, PatientResult, generate_patient
 from .planted import PLANTING_VERSION, canonical_planting
 from .scanners import centre_protocol
 

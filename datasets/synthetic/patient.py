@@ -10,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
+from harness.datasets.manifest import ANNOTATION_COLUMNS
+
 from . import tissues as T
 from .dicom_writer import PatientHeader, SeriesHeader, series_template, uid, write_slice
 from .phantom import Phantom, draw_phantom
@@ -32,18 +34,6 @@ MR_LN_SENSITIVITY = 0.60
 MR_LN_SPECIFICITY = 0.85
 # Appending a stream never changes the others (each is keyed by its position): "planted" is used in planted mode only.
 STREAMS = ("anatomy", "tumour", "nodes", "reader", "meta", "noise", "planted")
-ANNOTATION_COLUMNS = (
-    "patient_id",
-    "sequence",
-    "slice_position_mm",
-    "kind",
-    "location",
-    "metastatic",
-    "x_min",
-    "y_min",
-    "x_max",
-    "y_max",
-)
 
 
 @dataclass(frozen=True)

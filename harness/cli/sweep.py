@@ -83,11 +83,13 @@ def run_command(args: argparse.Namespace) -> int:
     report_dir = args.report_dir or plan.settings.storage / plan.settings.name
     compare_command(plan.settings.name, uri, report_dir, console, record=True)
     console.print(f"Report: {report_dir / 'comparison.html'} (also attached to the sweep's run in MLflow)")
+    server = "http://127.0.0.1:5000" if uri.startswith("sqlite:") else uri.rstrip("/")
+    if uri.startswith("sqlite:"):
+        console.print(f"MLflow UI: mlflow ui --backend-store-uri {uri}", highlight=False)
     console.print(
-        f"MLflow UI: mlflow ui --backend-store-uri {uri}  then open http://127.0.0.1:5000 and the experiment "
-        f"{plan.settings.name!r} (one row per configuration; its folds and repeats nested under it)"
-        if uri.startswith("sqlite:")
-        else f"MLflow: experiment {plan.settings.name!r} at {uri}"
+        f"Configurations, best first (folds and repeats nested under each): {server}{outcome.ui_path}",
+        highlight=False,
+        soft_wrap=True,
     )
     if outcome.failed:
         console.print(f"[bold red]{len(outcome.failed)} trial(s) failed:")

@@ -44,6 +44,12 @@ TASK_ORDER = {"classification": 0, "detection": 1}
 __all__ = ["DASH", "Comparison", "Configuration", "ExperimentNotFoundError", "Trial", "load_comparison"]
 
 
+def finite_metric(metrics: dict[str, float], name: str) -> float | None:
+    """``metrics[name]``, None when missing or not finite."""
+    value = metrics.get(name)
+    return value if value is not None and math.isfinite(value) else None
+
+
 @dataclass
 class Trial:
     """One trial run: its fold and repeat, final metrics and patient-level predictions (val and test rows)."""
@@ -60,8 +66,7 @@ class Trial:
 
     def metric(self, name: str) -> float | None:
         """A metric's value, None when missing or not finite."""
-        value = self.metrics.get(name)
-        return value if value is not None and math.isfinite(value) else None
+        return finite_metric(self.metrics, name)
 
 
 @dataclass
@@ -94,8 +99,8 @@ class Configuration:
         return None if self.oof is None else self.oof.mean(axis=1)
 
     def metric(self, name: str) -> float | None:
-        value = self.metrics.get(name)
-        return value if value is not None and math.isfinite(value) else None
+        """An aggregate's value, None when missing or not finite."""
+        return finite_metric(self.metrics, name)
 
 
 @dataclass

@@ -37,6 +37,15 @@ class SweepOutcome:
     experiment: str
     parent_run_id: str
     trials: list[TrialOutcome]
+    experiment_id: str = ""
+
+    @property
+    def ui_path(self) -> str:
+        """The MLflow UI page of the sweep's configurations, one row each, best pooled OOF AUC first, in the UI's
+        model-training view (the UI opens in its GenAI view otherwise: its toggle is kept per browser)."""
+        query = "searchFilter=tags.%60harness.kind%60%20%3D%20%27configuration%27"
+        query += "&orderByKey=metrics.%60oof_auc%60&orderByAsc=false&workflowType=machine_learning"
+        return f"/#/experiments/{self.experiment_id}/runs?{query}"
 
     @property
     def failed(self) -> list[TrialOutcome]:
@@ -177,7 +186,7 @@ def _run_tracked(plan: SweepPlan, state: dict | None, tracking_uri: str, console
         raise
     finally:
         _finish(plan, sweep_tracking, parent, configuration_runs, outcomes, interrupted)
-    return SweepOutcome(settings.name, tracking_uri, settings.name, parent, outcomes)
+    return SweepOutcome(settings.name, tracking_uri, settings.name, parent, outcomes, sweep_tracking.experiment_id)
 
 
 def _configuration_specs(plan: SweepPlan, tags: dict[str, str]) -> dict[str, dict]:

@@ -82,6 +82,17 @@ class _Run:
         self.stopped_early = False  # early stopping or a hook's request ended a stage before its last epoch
         self.stop_requested = False  # a hook asked to end the whole run
 
+    def loop_arguments(self) -> dict:
+        """What every ``train_one_epoch`` call of this run shares: state, device, precision, hooks, progress."""
+        return {
+            "state": self.state,
+            "device": self.device,
+            "dtype": self.dtype,
+            "scaler": self.scaler,
+            "hooks": self.hooks,
+            "progress": self.progress,
+        }
+
     def restore(self) -> None:
         """Continue from ``last.pt``: weights, loop state, RNG; the optimiser state is restored by its stage."""
         payload = load_checkpoint(self.last, map_location=self.device)
@@ -202,16 +213,7 @@ def _train_classifier(run: _Run, data) -> None:
                     run.model.train()
                     set_epoch(loader, run.state.epoch)
                     loss = train_one_epoch(
-                        stage=stage.name,
-                        state=run.state,
-                        loader=loader,
-                        loss_fn=loss_fn,
-                        optimizer=optimizer,
-                        device=run.device,
-                        dtype=run.dtype,
-                        scaler=run.scaler,
-                        hooks=run.hooks,
-                        progress=run.progress,
+                        stage=stage.name, loader=loader, loss_fn=loss_fn, optimizer=optimizer, **run.loop_arguments()
                     )
                     metrics = {"train_loss": loss, **_classifier_validation(run, data)}
                     last = run.state.stage_epochs.get(stage.name, 0) + 1 == stage.epochs
@@ -241,17 +243,12 @@ def _train_detector(run: _Run, data) -> None:
             set_epoch(loader, run.state.epoch)
             loss = train_one_epoch(
                 stage="detector",
-                state=run.state,
                 loader=loader,
                 loss_fn=loss_fn,
                 optimizer=optimizer,
-                device=run.device,
-                dtype=run.dtype,
-                scaler=run.scaler,
-                hooks=run.hooks,
                 lr_at=lr_at,
                 grad_clip=train.grad_clip,
-                progress=run.progress,
+                **run.loop_arguments(),
             )
             metrics = {"train_loss": loss}
             done = run.state.stage_epochs.get("detector", 0) + 1

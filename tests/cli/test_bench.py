@@ -1,6 +1,7 @@
 """``harness bench``: its help, and the JSON it writes (p50/p90/p99 latency and images/s per model)."""
 
 import json
+import shlex
 
 import pytest
 
@@ -127,21 +128,8 @@ def _silent_detector_checkpoint(path):
 def test_bench_times_a_checkpoint_with_its_weights_and_inputs(tmp_path):
     out = tmp_path / "out.json"
     checkpoint = _silent_detector_checkpoint(tmp_path / "best.pt")
-    argv = [
-        "bench",
-        "--checkpoint",
-        str(checkpoint),
-        "--channels-last",
-        "--queries",
-        "2",
-        "--case-slices",
-        "1",
-        "--threads",
-        "1",
-        "--no-mlflow",
-        "--json",
-        str(out),
-    ]
+    quick = shlex.split("--queries 2 --case-slices 1 --threads 1 --no-mlflow")
+    argv = ["bench", "--checkpoint", str(checkpoint), "--channels-last", *quick, "--json", str(out)]
     assert main(argv) == 0
     reference, fast = json.loads(out.read_text())["results"]
     assert reference["model"] == "fasterrcnn_mobilenet_v3_fpn" and reference["weights"] == str(checkpoint)
@@ -166,25 +154,8 @@ def test_bench_interleaves_paths_query_by_query(tmp_path, monkeypatch):
         bench_run, "interleaved", lambda backends, *a, **k: calls.append((len(backends), k)) or real(backends, *a, **k)
     )
     out = tmp_path / "out.json"
-    argv = [
-        "bench",
-        "--model",
-        "wu2020",
-        "--path",
-        "fp32+channels_last",
-        "--path",
-        "fp32+uint8",
-        "--interleave",
-        "--queries",
-        "5",
-        "--case-slices",
-        "2",
-        "--threads",
-        "1",
-        "--no-mlflow",
-        "--json",
-        str(out),
-    ]
+    argv = shlex.split("bench --model wu2020 --path fp32+channels_last --path fp32+uint8 --interleave --queries 5")
+    argv += ["--case-slices", "2", "--threads", "1", "--no-mlflow", "--json", str(out)]
     assert main(argv) == 0
     results = json.loads(out.read_text())["results"]
     assert [r["path"] for r in results] == ["eager-fp32", "fp32+channels_last", "fp32+uint8"]

@@ -14,21 +14,10 @@ from pathlib import Path
 import numpy as np
 from pydicom.uid import generate_uid
 
+from harness.datasets.manifest import ANNOTATION_COLUMNS
 from tests.dicom_factory import AXIAL, SAGITTAL, unit_normal, write_series
 
 T2_SHAPE = (6, 32, 40)  # slices, rows, columns
-ANNOTATION_COLUMNS = [
-    "patient_id",
-    "sequence",
-    "slice_position_mm",
-    "kind",
-    "location",
-    "metastatic",
-    "x_min",
-    "y_min",
-    "x_max",
-    "y_max",
-]
 
 
 def _positions(orientation, origin, spacing, n):

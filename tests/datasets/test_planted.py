@@ -4,7 +4,6 @@ and the CLI / config parse and refuse what they should."""
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import math
 import re
@@ -34,22 +33,12 @@ from harness.datasets.synthetic.planted import (
 from harness.datasets.synthetic.render import make_grid, render_contrast, render_labels, render_overlays
 from harness.datasets.synthetic.shapes import Blob
 from harness.train.data import synth_folder
+from tests.datasets.test_synthetic import read_csv, tree_hashes
 
 # SHA-256 over "relative path, file SHA-256" lines of generate_cohort(patients=2, centers=1, seed=5, signal=1.5), taken
 # before planted mode existed: the default output must not change (bump GENERATOR_VERSION if it ever has to).
 DEFAULT_DIGEST = "8eaa37f74abe81cd6487adb8a396a5a5f61a3fad8b3d92b216f901a4199393c1"
 ALLOWED = "allowed keys: T2WI, CET1WI, ADC (DWI = ADC)"
-
-
-def tree_hashes(root: Path) -> dict[str, str]:
-    return {
-        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in root.rglob("*") if p.is_file()
-    }
-
-
-def read_csv(path: Path) -> list[dict[str, str]]:
-    with path.open(newline="") as f:
-        return list(csv.DictReader(f))
 
 
 def position_of(ds: pydicom.Dataset) -> float:

@@ -7,6 +7,7 @@ detections (`harness bench --checkpoint`). Slow (minutes on 2 cores); CI runs th
 """
 
 import json
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -77,15 +78,7 @@ def test_detector_example_learns(cohort, tmp_path):
         "bench",
         "--checkpoint",
         str(tmp_path / "lu2018-dwi" / "checkpoints" / "best.pt"),
-        "--path",
-        "bf16+channels_last",
-        "--queries",
-        "2",
-        "--case-slices",
-        "1",
-        "--threads",
-        "1",
-        "--no-mlflow",
+        *shlex.split("--path bf16+channels_last --queries 2 --case-slices 1 --threads 1 --no-mlflow"),
         "--json",
         str(out),
     ]
