@@ -23,6 +23,17 @@ class ConfigError(ValueError):
     """A configuration file or override is invalid; the message names the key path and what is allowed."""
 
 
+# What stands for a file path in the configs a run stores (config.yaml, checkpoints) and MLflow receives: no file path
+# leaves the machine (docs/data-format.md, "Where patient data can appear"). `TrialConfig.shareable` writes them.
+DATA_PLACEHOLDER = "<data>"
+OUTPUT_PLACEHOLDER = "<output>"
+PATH_PLACEHOLDERS = {
+    ("data", "root"): DATA_PLACEHOLDER,
+    ("data", "synth", "out"): DATA_PLACEHOLDER,
+    ("output_dir",): OUTPUT_PLACEHOLDER,
+}
+
+
 class StrictModel(BaseModel):
     """The base of every config model: unknown keys are errors, assignments are validated."""
 
@@ -209,6 +220,13 @@ class TrialConfig(StrictModel):
     output_dir: Path = Path("runs")
     log_every: int = Field(10, ge=1)
 
+    @field_validator("output_dir")
+    @classmethod
+    def _not_a_placeholder(cls, value: Path) -> Path:
+        if str(value) == OUTPUT_PLACEHOLDER:
+            raise ValueError(f"{OUTPUT_PLACEHOLDER} stands for a path left out of a stored config; give a folder")
+        return value
+
     @model_validator(mode="after")
     def _consistent(self) -> TrialConfig:
         from harness.models import CLASSIFIER_BACKBONES, check_model_kwargs, list_models, model_task
@@ -247,8 +265,21 @@ class TrialConfig(StrictModel):
         return self.seed + self.repeat
 
     def resolved(self) -> dict[str, Any]:
-        """The config with every default filled in, JSON/YAML-able (written next to the results)."""
+        """The config with every default filled in, JSON/YAML-able (what a sweep hands its trials)."""
         return self.model_dump(mode="json")
+
+    def shareable(self) -> dict[str, Any]:
+        """`resolved` with every file path replaced by its placeholder (``<data>``, ``<output>``): what a run writes
+        to ``config.yaml`` and into its checkpoints, and so what reaches MLflow. Rerun a stored config with
+        ``harness train config.yaml --data ROOT --set output_dir=runs``."""
+        config = self.resolved()
+        for keys, placeholder in PATH_PLACEHOLDERS.items():
+            node = config
+            for key in keys[:-1]:
+                node = node.get(key) or {}
+            if node.get(keys[-1]) is not None:
+                node[keys[-1]] = placeholder
+        return config
 
 
 def set_dotted(raw: dict, dotted: str, value: Any, where: str = "--set") -> None:

@@ -40,6 +40,12 @@ def add_train(commands) -> None:
         help="training repeat R: the same split, training seed = seed + R (one repeat of a sweep's trial)",
     )
     parser.add_argument("--resume", action="store_true", help="continue from OUTPUT_DIR/NAME/checkpoints/last.pt")
+    parser.add_argument(
+        "--keep-last",
+        action="store_true",
+        help="keep checkpoints/last.pt when the run completes (deleted by default: only an interrupted run resumes "
+        "from it; keep it to extend the schedule later with --resume)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars (logs, CI)")
     parser.set_defaults(handler=_run_train)
 
@@ -56,7 +62,9 @@ def _run_train(args: argparse.Namespace) -> int:
 
     config = load_config(args.config, train_overrides(args))
     console = Console(stderr=True)
-    result = run_training(config, data_root=args.data, resume=args.resume, progress=not args.no_progress)
+    result = run_training(
+        config, data_root=args.data, resume=args.resume, progress=not args.no_progress, keep_last=args.keep_last
+    )
     print_train_summary(config, result, console)
     print(json.dumps(finite(result.metrics), sort_keys=True))
     return 0

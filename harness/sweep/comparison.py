@@ -9,7 +9,9 @@ between them are paired on patients (`harness.sweep.factors`).
 
 A detector's patient score is its highest detection score over the patient's slices (what ``val_patient_auc`` is
 computed from), and its truth the manifest's ``lnm`` column of ``predictions.csv``, never ``n_targets > 0``: targets
-may include benign nodes and an LNM+ patient may have no metastatic node boxed on the detector's sequence.
+may include benign nodes and an LNM+ patient may have no metastatic node boxed on the detector's sequence. A
+detector configuration also carries its pooled out-of-fold detections, FROC and precision-recall curve
+(`harness.sweep.detections`).
 
 Runs logged before configurations existed (one run per trial, one split) read as configurations of one trial.
 Tables, Markdown and HTML: `harness.sweep.report`.
@@ -37,6 +39,8 @@ from harness.tracking import (
     ExperimentNotFoundError,
     RunRecord,
 )
+
+from .detections import PooledDetections, pool_detections
 
 DASH = "—"
 TASK_ORDER = {"classification": 0, "detection": 1}
@@ -87,6 +91,7 @@ class Configuration:
     test_labels: pd.Series | None = None
     metrics: dict[str, float] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)  # why it is left out of paired tests, or caveats
+    detections: PooledDetections | None = None  # a detector's pooled OOF detections, FROC and PR curve
 
     @property
     def complete(self) -> bool:
@@ -150,6 +155,10 @@ def load_comparison(tracking_uri: str, experiment: str | None, *, n_boot: int = 
         pairs = trials_by_configuration.get(key, [])
         configurations.append(_configuration(key, configuration_runs.get(key), pairs, n_boot))
     _fill_unknown_tasks(configurations)
+    for configuration in configurations:
+        if configuration.task == "detection":
+            folds = int(configuration.params["folds"]) if configuration.params.get("folds") else None
+            configuration.detections = pool_detections(tracking_uri, configuration.trials, folds)
     sweep = runs.parent.tags.get(SWEEP_TAG, runs.experiment)
     return Comparison(tracking_uri, runs.experiment, sweep, runs.parent.run_id, configurations, n_boot)
 

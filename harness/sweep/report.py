@@ -1,6 +1,7 @@
 """A sweep's comparison for people: the verdicts first, then one table per study, as a terminal table (readable at
 100 columns), ``comparison.md`` and a self-contained ``comparison.html`` (verdicts, a forest plot of the differences
-with their CIs, the tables, and the ROC curves of the pooled out-of-fold predictions, embedded as base64 PNG)."""
+with their CIs, the tables, and the ROC curves of the pooled out-of-fold predictions, embedded as base64 PNG; for a
+detector study also its FROC and precision-recall curves from the pooled out-of-fold detections)."""
 
 from __future__ import annotations
 
@@ -85,7 +86,7 @@ def study_lines(comparison: Comparison, study: StudyVerdict) -> list[str]:
     folds = configurations[0].params.get("folds", "1") if configurations else "1"
     lines = [
         f"{study.n_patients} patients ({study.n_positive} node-positive), each scored out of fold by {folds} folds "
-        f"x {repeats} repeats; AUC CIs: patient bootstrap ({comparison.n_boot} resamples)."
+        f"x {repeats} repeat{'s' if repeats != 1 else ''}; AUC CIs: patient bootstrap ({comparison.n_boot} resamples)."
     ]
     if study.task == "detection":
         lines.append("A patient's detector score is its highest detection score over its slices.")
@@ -102,6 +103,46 @@ def study_lines(comparison: Comparison, study: StudyVerdict) -> list[str]:
         )
     lines += [f"left out of paired tests: {name}: {why}" for name, why in study.excluded.items()]
     lines += study.notes
+    if study.task == "detection":
+        lines += detection_lines(configurations, repeats)
+    return lines
+
+
+def _curves_basis(drawn: list[Configuration]) -> str:
+    """'repeat 0 of each of 3 folds: 60 patients, 480 slices, 95 lesions' (per configuration when they differ)."""
+    counts = {
+        c.name: f"{c.detections.n_patients} patients, {c.detections.n_slices} slices, {c.detections.n_lesions} lesions"
+        for c in drawn
+    }
+    folds = {c.detections.n_trials for c in drawn}
+    where = f"repeat {drawn[0].detections.repeat} of each of {folds.pop()} folds" if len(folds) == 1 else "one repeat"
+    if len(set(counts.values())) == 1:
+        return f"{where}: {next(iter(counts.values()))} per configuration"
+    return f"{where}: " + "; ".join(f"{name} {text}" for name, text in counts.items())
+
+
+def detection_lines(configurations: list[Configuration], repeats: int = 1) -> list[str]:
+    """What a detector study's FROC and precision-recall figures rest on, and which configurations they lack."""
+    drawn = [c for c in configurations if c.detections is not None and c.detections.complete]
+    lines = []
+    if drawn:
+        lines.append(
+            "FROC (lesion sensitivity against false positives per patient) and precision-recall curves (IoU 0.5, "
+            f"node locations pooled) in comparison.html, from the out-of-fold detections of {_curves_basis(drawn)}"
+            + (" (the other repeats are not averaged in)." if repeats > 1 else ".")
+        )
+    for c in configurations:
+        if c in drawn:
+            continue
+        pooled = c.detections
+        if pooled is None:
+            lines.append(f"{c.name}: no finished trial, so no FROC or precision-recall curve")
+        else:
+            lines.append(
+                f"{c.name}: no detections for {len(pooled.missing)} of its {pooled.n_trials} folds in repeat "
+                f"{pooled.repeat} ({', '.join(pooled.missing)}; runs logged before detections.json.gz have none): "
+                "left out of the FROC and precision-recall figures"
+            )
     return lines
 
 
@@ -159,7 +200,8 @@ def _png(path: Path) -> str:
 
 
 def figures(comparison: Comparison, verdicts: list[StudyVerdict]) -> dict[str, str]:
-    """Title -> base64 PNG: the forest plot of every comparison, and each study's pooled OOF ROC curves."""
+    """Title -> base64 PNG: the forest plot of every comparison, each study's pooled OOF ROC curves, and a detector
+    study's FROC and precision-recall curves."""
     from harness.metrics.plots import plot_forest, plot_roc_curves
 
     out: dict[str, str] = {}
@@ -181,14 +223,38 @@ def figures(comparison: Comparison, verdicts: list[StudyVerdict]) -> dict[str, s
             out["Paired differences between factor levels"] = _png(path)
         for study in verdicts:
             scored = [c for c in comparison.studies()[study.study] if c.scores is not None]
-            if not scored:
-                continue
-            curves = {c.name: (c.labels.to_numpy(), c.scores.to_numpy()) for c in scored}
-            ci = {c.name: (c.metric("oof_auc_ci_low"), c.metric("oof_auc_ci_high")) for c in scored}
-            ci = {name: bounds for name, bounds in ci.items() if None not in bounds}
-            path = plot_roc_curves(curves, Path(folder) / f"roc-{study.study}.png", title=f"{study.study}", ci=ci)
-            out[f"ROC curves of study {study.study}, pooled out-of-fold predictions"] = _png(path)
+            if scored:
+                curves = {c.name: (c.labels.to_numpy(), c.scores.to_numpy()) for c in scored}
+                ci = {c.name: (c.metric("oof_auc_ci_low"), c.metric("oof_auc_ci_high")) for c in scored}
+                ci = {name: bounds for name, bounds in ci.items() if None not in bounds}
+                path = plot_roc_curves(curves, Path(folder) / f"roc-{study.study}.png", title=f"{study.study}", ci=ci)
+                out[f"ROC curves of study {study.study}, pooled out-of-fold predictions"] = _png(path)
+            if study.task == "detection":
+                out.update(_detector_figures(comparison.studies()[study.study], study.study, Path(folder)))
     return out
+
+
+def _detector_figures(configurations: list[Configuration], study: str, folder: Path) -> dict[str, str]:
+    """Title -> base64 PNG: a detector study's FROC and precision-recall curves, one per configuration whose folds
+    all left their detections."""
+    from harness.metrics.plots import plot_froc, plot_pr_curves
+
+    drawn = [c for c in configurations if c.detections is not None and c.detections.complete]
+    if not drawn:
+        return {}
+    basis = _curves_basis(drawn)
+    froc = plot_froc({c.name: c.detections.froc for c in drawn}, folder / f"froc-{study}.png", title=f"{study}: FROC")
+    ap = {c.name: c.detections.ap for c in drawn if c.detections.ap is not None}
+    pr = plot_pr_curves(
+        {c.name: (c.detections.recall, c.detections.precision) for c in drawn},
+        folder / f"pr-{study}.png",
+        title=f"{study}: precision-recall (IoU 0.5)",
+        ap=ap,
+    )
+    return {
+        f"FROC of study {study}, pooled out-of-fold detections ({basis})": _png(froc),
+        f"Precision-recall (IoU 0.5) of study {study}, pooled out-of-fold detections ({basis})": _png(pr),
+    }
 
 
 STYLE = (

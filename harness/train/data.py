@@ -10,7 +10,7 @@ from pathlib import Path
 from filelock import FileLock
 from torch.utils.data import Dataset
 
-from harness.config import DataConfig, SynthSpec, TrialConfig
+from harness.config import DATA_PLACEHOLDER, ConfigError, DataConfig, SynthSpec, TrialConfig
 from harness.datasets.augment import create_augmentation
 from harness.datasets.classification import TumourSliceDataset
 from harness.datasets.detection import NodeSliceDataset
@@ -20,12 +20,22 @@ from harness.datasets.splits import Split, split_by_center, split_cv, split_stra
 log = logging.getLogger(__name__)
 
 
+def _real_path(path: Path | None, key: str) -> None:
+    """A stored config (``config.yaml``, a checkpoint's) holds ``<data>`` in place of the dataset's path: say so."""
+    if path is not None and str(path) == DATA_PLACEHOLDER:
+        raise ConfigError(
+            f"{key}: {DATA_PLACEHOLDER} stands for a dataset path left out of a stored config; give the dataset "
+            f"(harness train ... --data ROOT, or --set {key}=ROOT)"
+        )
+
+
 def synth_folder(spec: SynthSpec) -> Path:
     """Where a synthetic spec's cohort lives: ``spec.out``, or a name made of its parameters that differs whenever
     the cohort does (``synth-60p-3c-seed0-signal2.5``, ``synth-48p-2c-seed0-planted-T2WI3-CET1WI0-ADC1.5``)."""
     from harness.datasets.synthetic import DEFAULT_SIGNAL
     from harness.datasets.synthetic.planted import canonical_planting, format_strength, planting_label
 
+    _real_path(spec.out, "data.synth.out")
     stem = f"synth-{spec.patients}p-{spec.centers}c-seed{spec.seed}"
     if spec.signal_by_sequence is not None:
         # Canonical (all keys, DWI folded into ADC): equal plantings share a folder, different ones never do.
@@ -37,6 +47,7 @@ def synth_folder(spec: SynthSpec) -> Path:
 
 def ensure_dataset(data: DataConfig) -> Path:
     """The dataset folder: ``data.root``, or the synthetic cohort, generated when it is not there yet."""
+    _real_path(data.root, "data.root")
     if data.root is not None:
         return Path(data.root).resolve()
     from harness.datasets.synthetic import generate_cohort

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import gzip
 import json
 import math
 import os
@@ -20,6 +21,10 @@ from harness.metrics.plots import plot_froc, plot_pr_curves, plot_roc_curves
 
 from . import classifier as cls
 from . import detector as det
+
+DETECTIONS_FILE = "detections.json.gz"  # the val slices' boxes, read back by harness.sweep.detections
+DETECTIONS_FORMAT = 1
+DETECTION_SCORE_FLOOR = 0.01  # detections below it are left out of DETECTIONS_FILE (a slice's best one stays)
 
 
 def write_json_atomic(path: Path, payload: dict) -> None:
@@ -120,6 +125,7 @@ def _detector_final(model, config: TrialConfig, data, device, dtype, out: Path) 
             plot_froc(froc(preds, gts, [f["patient"] for f in fields]), out / "froc.png")
             _pr_plot(preds, gts, dataset.classes, metrics, out / "pr.png")
             _drawn_detections(dataset, preds, gts, fields, out / "detections", config.train.score_threshold)
+            write_detections(out / DETECTIONS_FILE, preds, gts, fields, dataset.classes)
         for pred, gt, item, score in zip(preds, gts, fields, det.highest_scores(preds), strict=True):
             rows.append(
                 (
@@ -138,6 +144,49 @@ def _detector_final(model, config: TrialConfig, data, device, dtype, out: Path) 
         writer.writerow(["split", "patient", "slice_position_mm", "max_score", "n_targets", "n_detections", "lnm"])
         writer.writerows(rows)
     return metrics
+
+
+def write_detections(
+    path: Path, preds: list[dict], gts: list[dict], fields: list[dict], classes: list[str], split: str = "val"
+) -> Path:
+    """Write the slices' targets and detections as gzipped JSON, atomically (a temporary file, then ``os.replace``).
+
+    One entry per slice, in dataset order: ``patient`` (the pseudonym of ``predictions.csv``), ``slice_position_mm``,
+    ``lnm``, ``gt_boxes`` / ``gt_labels``, and ``boxes`` / ``scores`` / ``labels`` of the detections scoring at least
+    ``DETECTION_SCORE_FLOOR`` plus the slice's highest-scoring one, so that each slice's highest score equals its
+    ``max_score`` in ``predictions.csv``. Boxes are rounded to 0.01 pixel, scores to 6 decimals. No paths, no ids.
+    """
+    slices = [_slice_entry(pred, gt, item) for pred, gt, item in zip(preds, gts, fields, strict=True)]
+    payload = {
+        "format": DETECTIONS_FORMAT,
+        "split": split,
+        "score_floor": DETECTION_SCORE_FLOOR,
+        "classes": list(classes),
+        "slices": slices,
+    }
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with gzip.open(tmp, "wt", encoding="utf-8") as handle:
+        json.dump(payload, handle, separators=(",", ":"))
+    os.replace(tmp, path)
+    return path
+
+
+def _slice_entry(pred: dict, gt: dict, item: dict) -> dict:
+    """One slice of `write_detections`: its truth and its detections above the floor (its best one always)."""
+    scores = np.asarray(pred["scores"], dtype=np.float64)
+    keep = scores >= DETECTION_SCORE_FLOOR
+    if scores.size:
+        keep[int(np.argmax(scores))] = True
+    return {
+        "patient": item["patient"],
+        "slice_position_mm": round(float(item["slice_position"]), 3),
+        "lnm": int(item["lnm"]),
+        "gt_boxes": np.round(np.asarray(gt["boxes"], dtype=np.float64), 2).reshape(-1, 4).tolist(),
+        "gt_labels": np.asarray(gt["labels"], dtype=np.int64).tolist(),
+        "boxes": np.round(np.asarray(pred["boxes"], dtype=np.float64)[keep], 2).reshape(-1, 4).tolist(),
+        "scores": [float(f"{s:.6f}") for s in scores[keep]],  # as predictions.csv writes max_score
+        "labels": np.asarray(pred["labels"], dtype=np.int64)[keep].tolist(),
+    }
 
 
 def _pr_plot(preds, gts, classes: list[str], metrics: dict[str, float], path: Path) -> None:

@@ -1,8 +1,10 @@
 """`run_training`: one training run from a `TrialConfig`, the same for ``harness train`` and a sweep's trial.
 
-Writes into ``output_dir/name/``: ``config.yaml`` (resolved), ``checkpoints/last.pt`` (every epoch) and
-``checkpoints/best.pt`` (the model the final metrics are computed on: the best epoch by the early-stopping metric,
-or the last epoch without early stopping), ``metrics.json``, ``history.csv``, predictions and plots.
+Writes into ``output_dir/name/``: ``config.yaml`` (resolved, file paths replaced by placeholders),
+``checkpoints/last.pt`` (every epoch; deleted when the run completes, unless ``keep_last``: only an interrupted run
+resumes from it) and ``checkpoints/best.pt`` (the model the final metrics are computed on: the best epoch by the
+early-stopping metric, or the last epoch without early stopping), ``metrics.json``, ``history.csv``, predictions and
+plots. Neither ``config.yaml`` nor the checkpoints hold a file path (`TrialConfig.shareable`): both reach MLflow.
 """
 
 from __future__ import annotations
@@ -154,9 +156,9 @@ class _Run:
             "rng": torch.get_rng_state(),
         }
         if self.is_main:
-            save_checkpoint(self.last, model=self.model, config=self.config.resolved(), **extra)
+            save_checkpoint(self.last, model=self.model, config=self.config.shareable(), **extra)
             if is_best:
-                save_checkpoint(self.best, model=self.model, config=self.config.resolved(), **extra)
+                save_checkpoint(self.best, model=self.model, config=self.config.shareable(), **extra)
             write_history(self.out, self.state.history)
         if self.hooks.after_epoch(EpochInfo(stage, self.state.epoch, metrics, is_best, str(self.last))):
             self.stop_requested = self.stopped_early = True
@@ -268,6 +270,7 @@ def run_training(
     resume: bool = False,
     progress: bool = True,
     distributed: Distributed | None = None,
+    keep_last: bool = False,
 ) -> TrainResult:
     """Train and evaluate one configuration (see the module docstring for what is written where).
 
@@ -279,6 +282,8 @@ def run_training(
         progress: show progress bars.
         distributed: this worker's rank when training data-parallel (the process group is already set up); only
             rank 0 writes files and evaluates, the others return empty metrics.
+        keep_last: keep ``checkpoints/last.pt`` after the run completes (to extend its schedule with ``resume``);
+            by default it is deleted then, and kept only when the run is interrupted or a hook stopped it.
     """
     from .data import build_data
 
@@ -287,17 +292,21 @@ def run_training(
     out = (Path(config.output_dir) / config.name).resolve()
     out.mkdir(parents=True, exist_ok=True)
     if distributed is None or distributed.is_main:
-        (out / "config.yaml").write_text(yaml.safe_dump(config.resolved(), sort_keys=False))
+        (out / "config.yaml").write_text(yaml.safe_dump(config.shareable(), sort_keys=False))
     run = _Run(config, HookList(hooks), out, progress, distributed)
     if resume and run.last.is_file():
         run.restore()
+    elif resume and run.best.is_file():
+        log.warning("%s: no checkpoints/last.pt (deleted when the run completed): training from the start", out)
     (_train_classifier if config.task == "classification" else _train_detector)(run, data)
     if not run.is_main:
         return TrainResult({}, out, run.best, run.state.history, run.stopped_early)
     if not (config.early_stopping and run.best.is_file()):
         extra = {"loop": run.state.as_dict(), "rng": torch.get_rng_state()}
-        save_checkpoint(run.best, model=run.model, config=config.resolved(), **extra)
+        save_checkpoint(run.best, model=run.model, config=config.shareable(), **extra)
     else:
         run.model.load_state_dict(load_checkpoint(run.best, map_location=run.device)["model_state"])
     metrics = final_evaluation(run.model, config, data, run.device, run.dtype, out)
+    if not (keep_last or run.stop_requested):
+        run.last.unlink(missing_ok=True)  # complete: best.pt is the model; last.pt (optimiser state too) only resumes
     return TrainResult(metrics, out, run.best, run.state.history, run.stopped_early)

@@ -5,6 +5,7 @@ A resumed sweep (``--resume``) restores each study's Tuner, so finished trials d
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from dataclasses import dataclass, field
@@ -170,7 +171,23 @@ def run_study(plan, storage: Path, tracking_info: dict, board, resume: bool) -> 
                 spec["key"], spec["run_name"], spec["study"], status, int(metrics.get("epoch", 0) or 0), error, metrics
             )
         )
+    _drop_ended_checkpoints(grid)
     return outcomes
+
+
+def _drop_ended_checkpoints(grid) -> None:
+    """One copy of each checkpoint per trial: a trial that ended (finished, or stopped by the scheduler) is never
+    resumed, so Tune's copy of its checkpoint and its ``last.pt`` go; ``best.pt`` (the model, logged to MLflow) stays
+    in its output folder. A failed trial keeps both: ``--resume`` restarts it from Tune's checkpoint."""
+    for result in grid:
+        if result.error is not None or result.config is None:
+            continue
+        checkpoints = [result.checkpoint] + [c for c, _ in result.best_checkpoints or []]
+        for checkpoint in {c.path: c for c in checkpoints if c is not None}.values():
+            with contextlib.suppress(OSError):  # already gone (a resumed sweep's finished trials)
+                checkpoint.filesystem.delete_dir(checkpoint.path)
+        config = result.config["trial"]["config"]
+        (Path(config["output_dir"]) / config["name"] / "checkpoints" / "last.pt").unlink(missing_ok=True)
 
 
 def _interrupted(grid) -> bool:

@@ -31,7 +31,7 @@ class _TuneHook(Hooks):
     def after_epoch(self, info: EpochInfo) -> bool:
         from ray import tune
 
-        self.run.log_metrics(info.metrics, step=info.epoch)
+        self.run.log_epoch(info.metrics, info.epoch)  # before the checkpoint: at worst re-run, never lost
         self.epochs = info.epoch
         with tempfile.TemporaryDirectory(prefix="harness-ckpt-") as folder:
             for name in CHECKPOINT_FILES:
@@ -170,7 +170,7 @@ class _TrainReportHook(Hooks):
         import ray.train
 
         if self.run is not None:
-            self.run.log_metrics(info.metrics, step=info.epoch)
+            self.run.log_epoch(info.metrics, info.epoch)
         ray.train.report(_reportable(info.metrics))
         return False
 
@@ -230,11 +230,10 @@ def _train_data_parallel(param: dict) -> None:
 
 
 def _artifacts(out: Path) -> list[tuple[Path, str | None]]:
-    """What a trial leaves in MLflow: plots, predictions (pseudonyms), a few PNGs, the config, the best model."""
-    files: list[tuple[Path, str | None]] = [
-        (out / name, None)
-        for name in ("metrics.json", "history.csv", "predictions.csv", "config.yaml", "roc.png", "pr.png", "froc.png")
-    ]
+    """What a trial leaves in MLflow: plots, predictions and a detector's val detections (pseudonyms), a few PNGs, the
+    config, the best model."""
+    names = ("metrics.json", "history.csv", "predictions.csv", "detections.json.gz", "config.yaml")
+    files: list[tuple[Path, str | None]] = [(out / name, None) for name in (*names, "roc.png", "pr.png", "froc.png")]
     for folder in ("attention", "detections"):
         files += [(png, folder) for png in sorted((out / folder).glob("*.png"))[:6]]
     files.append((out / "checkpoints" / "best.pt", "checkpoints"))

@@ -1,17 +1,19 @@
 """Proof that the comparison finds the truth: a cross-validated sweep on a cohort with a planted per-sequence signal
-(T2WI strong, ADC weaker, CET1WI none) ranks the sequences in the planted order and calls strong > null
+(ADC strong, T2WI weaker, CET1WI none) ranks the sequences in the planted order and calls strong > null
 significant; on a cohort where nothing is planted, the same machinery calls no difference.
 
 End to end and for real: synthetic DICOM cohorts, a local Ray, MLflow (sqlite), Wu 2020 classifiers trained per
 fold, the comparison read back from MLflow. Sized for CI on 2 cores (small cohorts, narrow network, few epochs).
 The false-alarm *rate* over many cohorts is measured at the statistics level in tests/metrics/test_paired.py and,
-through training, by the command in docs/metrics.md; here the null cohort is one fixed seed (deterministic).
+through training, by benchmarks/false_alarms.py (docs/metrics.md); here the null cohort is one fixed seed
+(deterministic).
 """
 
 from __future__ import annotations
 
 import pytest
 
+from benchmarks.false_alarms import NULL_SEQUENCES, cv_study
 from harness.sweep import plan_sweep
 from harness.sweep.comparison import load_comparison
 from harness.sweep.factors import conclude
@@ -26,25 +28,6 @@ PLANTED = {"ADC": 3.0, "T2WI": 2.0, "CET1WI": 0.0}
 ORDER = ["ADC", "T2WI", "CET1WI"]
 
 
-def _study(name: str, planting: dict[str, float], sequences: list[str], patients: int = 48) -> dict:
-    return {
-        "name": name,
-        "task": "classification",
-        "model": "wu2020",
-        "model_kwargs": {"width": 32},
-        "data": {
-            "synth": {"patients": patients, "centers": 2, "seed": 3, "signal_by_sequence": planting},
-            "crop_size": 32,  # CPU-sized: a quarter of Wu's 64x64 pixels
-        },
-        "train": {"stage1_epochs": 0, "stage2_epochs": 5, "stage2_optimizer": "rmsprop", "stage2_lr": 1e-4},
-        "n_boot": 200,
-        "grid": {"sequence": sequences},
-        "cv": {"folds": 3, "seed": 0},
-        "resources": {"cpus": 1},
-        "max_failures": 0,
-    }
-
-
 @pytest.fixture(scope="module")
 def verdicts(tmp_path_factory):
     monkeypatch = pytest.MonkeyPatch()
@@ -53,9 +36,9 @@ def verdicts(tmp_path_factory):
         "name": "planted-truth",
         "storage": str(tmp_path / "runs"),
         "studies": [
-            _study("planted", PLANTED, ORDER),
+            cv_study("planted", PLANTED, ORDER, patients=48),
             # Nothing planted (shared_signal 0 too): no sequence informs. Fewer patients: only a false call is sought.
-            _study("null", {}, ["T2WI", "CET1WI"], patients=30),
+            cv_study("null", {}, NULL_SEQUENCES, patients=30),
         ],
     }
     uri = default_tracking_uri(tmp_path)

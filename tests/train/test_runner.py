@@ -49,7 +49,7 @@ class Recorder(Hooks):
 def test_classifier_run_writes_checkpoints_metrics_and_calls_hooks(root, tmp_path):
     recorder = Recorder()
     config = parse_config(classifier_config(root, tmp_path))
-    result = run_training(config, hooks=[recorder], progress=False)
+    result = run_training(config, hooks=[recorder], progress=False, keep_last=True)  # to compare best with last
     assert [e.stage for e in recorder.epochs] == ["stage1", "stage2", "stage2"]
     assert [e.epoch for e in recorder.epochs] == [1, 2, 3]
     assert all("val_auc" in e.metrics and "train_loss" in e.metrics for e in recorder.epochs)
@@ -75,6 +75,25 @@ def test_classifier_run_writes_checkpoints_metrics_and_calls_hooks(root, tmp_pat
 def run_model(result, batch):
     model, _ = model_from_checkpoint(result.output_dir / "checkpoints" / "last.pt")
     return model.eval()(batch)
+
+
+def test_a_completed_run_keeps_one_checkpoint_and_stores_no_path(root, tmp_path):
+    config = parse_config(classifier_config(root, tmp_path / "out", stage1_epochs=0, stage2_epochs=1))
+    result = run_training(config, progress=False)
+    checkpoints = result.output_dir / "checkpoints"
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["best.pt"]  # last.pt only resumes an interrupted run
+    stored = yaml.safe_load((result.output_dir / "config.yaml").read_text())
+    assert load_checkpoint(result.best_checkpoint)["config"] == stored
+    assert stored["data"]["root"] == "<data>" and stored["output_dir"] == "<output>"
+    for path in (result.output_dir / "config.yaml", result.best_checkpoint):
+        assert str(tmp_path).encode() not in path.read_bytes(), path  # torch stores the pickles uncompressed
+    # A stored config reruns once it is given real paths; the placeholders themselves are refused by name.
+    with pytest.raises(ValueError, match="output_dir: <output> stands for a path"):
+        parse_config(stored)
+    again = parse_config({**stored, "output_dir": str(tmp_path / "again")})
+    with pytest.raises(ValueError, match=r"data.root: <data> stands for .* --data ROOT"):
+        run_training(again, progress=False)
+    assert run_training(again, data_root=root, progress=False).metrics["val_n_patients"] == 2
 
 
 def test_stage1_freezes_subnetwork1(root, tmp_path):
@@ -125,7 +144,7 @@ def test_early_stopping_ends_a_stage_not_the_hybrid_schedule(root, tmp_path):
     raw["model"] = "wu2020_hybrid"
     raw["early_stopping"] = {"metric": "train_loss", "mode": "min", "patience": 1, "min_delta": 10.0}
     recorder = Recorder()
-    result = run_training(parse_config(raw), hooks=[recorder], progress=False)
+    result = run_training(parse_config(raw), hooks=[recorder], progress=False, keep_last=True)
     stages = [e.stage for e in recorder.epochs]
     assert stages == ["stage1", "stage2", "stage2", "hybrid_mlp", "hybrid_finetune"]
     assert result.stopped_early
