@@ -1,4 +1,5 @@
-"""Sweeps end to end on a local Ray and a real MLflow (sqlite, or a loopback `mlflow server`), on the tiny dataset.
+"""Sweeps end to end on a local Ray and a real MLflow (sqlite, or a loopback `mlflow server`), on the tiny dataset
+(its DICOM headers carry marker patient names and ids, which must never reach MLflow).
 
 Slow: each sweep starts Ray and trains small classifiers for real.
 """
@@ -10,9 +11,12 @@ import socket
 import subprocess
 import sys
 import time
+import zipfile
 from pathlib import Path
 
+import pydicom
 import pytest
+import torch
 import yaml
 from mlflow import MlflowClient
 
@@ -25,9 +29,47 @@ pytestmark = pytest.mark.slow
 HARNESS = str(Path(sys.executable).parent / "harness")
 
 
+PATIENT_NAME, ID_PREFIX = "ZZMARKER^PATIENT", "ZZID1234"  # markers in every DICOM header: never in MLflow
+
+
+def marked_cohort(root: Path) -> Path:
+    """The tiny dataset with PatientID ZZID12341.. and PatientName ZZMARKER^PATIENT in every DICOM header."""
+    patients = {
+        f"{ID_PREFIX}{i}": (center, lnm) for i, (center, lnm) in enumerate([("1", 1), ("1", 0), ("2", 1), ("2", 0)], 1)
+    }
+    write_dataset(root, patients)
+    for path in (root / "dicom").rglob("*.dcm"):
+        ds = pydicom.dcmread(path)
+        ds.PatientName = PATIENT_NAME
+        ds.save_as(path, enforce_file_format=True)
+    return root
+
+
 @pytest.fixture(scope="module")
 def root(tmp_path_factory) -> Path:
-    return write_dataset(tmp_path_factory.mktemp("sweeps") / "ds")
+    return marked_cohort(tmp_path_factory.mktemp("sweeps") / "cohort-zz")
+
+
+def stored_bytes(path: Path) -> list[tuple[str, bytes]]:
+    """(name, bytes) of a file, and of each member when it is a zip (a torch checkpoint is a zip of pickles)."""
+    items = [(str(path), path.read_bytes())]
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as archive:
+            items += [(f"{path}:{member}", archive.read(member)) for member in archive.namelist()]
+    return items
+
+
+def assert_no_path_or_patient_in_mlflow(folder: Path, root: Path) -> None:
+    """The whole MLflow store (database and every artifact, the checkpoints' pickled configs included) holds neither
+    the data folder's path nor a DICOM PatientName or PatientID (issue 13, item 5)."""
+    store = sorted(folder.glob("mlflow.db*")) + [p for p in (folder / "mlartifacts").rglob("*") if p.is_file()]
+    logged = {p.name for p in store}
+    assert {"mlflow.db", "config.yaml", "best.pt", "predictions.csv"} <= logged and "last.pt" not in logged
+    needles = [str(root).encode(), PATIENT_NAME.split("^")[0].encode(), ID_PREFIX.encode()]
+    found = [(name, n.decode()) for p in store for name, data in stored_bytes(p) for n in needles if n in data]
+    assert not found, "\n".join(f"{needle} in {name}" for name, needle in found)
+    config = torch.load(next(p for p in store if p.name == "best.pt"), weights_only=True)["config"]
+    assert config["data"]["root"] == "<data>" and config["output_dir"] == "<output>"
 
 
 def sweep_file(tmp_path: Path, root: Path, name: str = "tiny", epochs: int = 3, **study) -> dict:
@@ -103,6 +145,11 @@ def test_sweep_with_a_raising_and_a_killed_trial_retries_them_from_checkpoints(r
         assert {"predictions.csv", "roc.png", "config.yaml", "metrics.json", "checkpoints"} <= artifacts
     outputs = tmp_path / "runs" / "tiny" / "outputs"
     assert (outputs / "cls-001" / ".fault-raise-done").exists() and (outputs / "cls-002" / ".fault-kill-done").exists()
+    assert_no_path_or_patient_in_mlflow(tmp_path, root)
+    # One copy of each checkpoint per finished trial: its best.pt; no last.pt, no Tune checkpoint left (issue 13, 8).
+    stored = sorted(p.relative_to(tmp_path).as_posix() for p in (tmp_path / "runs").rglob("*.pt"))
+    assert stored == [f"runs/tiny/outputs/cls-00{i}/checkpoints/best.pt" for i in range(4)], stored
+    assert not [p for p in (tmp_path / "runs").rglob("checkpoint_*") if p.is_dir()]
 
 
 def test_a_trial_that_keeps_failing_is_named_and_the_others_finish(root, tmp_path):
