@@ -1,5 +1,6 @@
 """`harness.tracking` under concurrency: several processes starting on a folder without ``mlflow.db``."""
 
+import json
 import multiprocessing
 import os
 
@@ -53,3 +54,16 @@ def test_a_resumed_trial_logs_each_epoch_once(tmp_path):
     assert [m.step for m in client.get_metric_history(resumed.run_id, "train_loss")] == [1, 2, 3, 4]
     assert history[3] == 1.0 / 3 and history[4] == 9.0
     assert sorted(m.step for m in client.get_metric_history(resumed.run_id, "val_auc")) == [1, 2, 3, 4, 4]
+
+
+def test_a_sweep_experiment_carries_the_configurations_view_the_ui_link_opens(tmp_path):
+    """The MLflow UI shows no metric column by default; `harness run` links to a view (an experiment tag the UI
+    reads as a shared view state) of the configuration runs with their aggregates, best OOF AUC first."""
+    uri = tracking.default_tracking_uri(tmp_path)
+    sweep = tracking.SweepTracking(uri, "viewed")
+    experiment = MlflowClient(uri).get_experiment(sweep.experiment_id)
+    state = json.loads(experiment.tags[f"mlflow.sharedViewState.{tracking.CONFIGURATIONS_VIEW}"])
+    assert state["searchFilter"] == f"tags.`{tracking.KIND_TAG}` = 'configuration'"
+    assert state["orderByKey"] == "metrics.`oof_auc`" and state["orderByAsc"] is False
+    assert {"metrics.`oof_auc`", "metrics.`n_patients`", "params.`sequence`"} <= set(state["selectedColumns"])
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"  # the model-training view

@@ -41,10 +41,10 @@ class SweepOutcome:
 
     @property
     def ui_path(self) -> str:
-        """The MLflow UI page of the sweep's configurations, one row each, best pooled OOF AUC first, in the UI's
-        model-training view (the UI opens in its GenAI view otherwise: its toggle is kept per browser)."""
-        query = "searchFilter=tags.%60harness.kind%60%20%3D%20%27configuration%27"
-        query += "&orderByKey=metrics.%60oof_auc%60&orderByAsc=false&workflowType=machine_learning"
+        """The MLflow UI page of the sweep's configurations, one row each with its aggregate metrics, best pooled OOF
+        AUC first (the experiment's `tracking.CONFIGURATIONS_VIEW`), in the UI's model-training view (the UI opens in
+        its GenAI view otherwise: its toggle is kept per browser)."""
+        query = f"viewStateShareKey={tracking.CONFIGURATIONS_VIEW}&workflowType=machine_learning"
         return f"/#/experiments/{self.experiment_id}/runs?{query}"
 
     @property

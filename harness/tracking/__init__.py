@@ -24,6 +24,7 @@ from .reads import EXCLUDED_EXPERIMENTS, ExperimentNotFoundError, RunRecord, Swe
 from .runs import SweepTracking, TrialRun, end_trial_run, log_benchmark_run, record_comparison
 from .store import (
     CONFIGURATION_TAG,
+    CONFIGURATIONS_VIEW,
     EPOCH_METRIC,
     EXPERIMENT_KIND,
     KIND_TAG,
@@ -40,6 +41,7 @@ from .store import (
 )
 
 __all__ = [
+    "CONFIGURATIONS_VIEW",
     "artifact_root_for",
     "CONFIGURATION_TAG",
     "default_tracking_uri",

@@ -3,6 +3,7 @@ inside its process, benchmark results, and the comparison recorded on the sweep'
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,8 @@ from typing import Any
 from .params import MAX_PARAM_LENGTH, finite_metrics
 from .store import (
     CONFIGURATION_TAG,
+    CONFIGURATIONS_VIEW,
+    CONFIGURATIONS_VIEW_STATE,
     EPOCH_METRIC,
     KIND_TAG,
     PARENT_TAG,
@@ -19,6 +22,7 @@ from .store import (
     _client,
     _metrics,
     _params,
+    _schema_lock,
     _search,
     prepare_experiment,
 )
@@ -31,6 +35,9 @@ class SweepTracking:
         self.uri = uri
         self.experiment_id = prepare_experiment(uri, experiment_name)
         self.client = _client(uri)
+        view = json.dumps(CONFIGURATIONS_VIEW_STATE)
+        with _schema_lock(uri):  # an upsert: two drivers of one experiment inserting it at once would collide
+            self.client.set_experiment_tag(self.experiment_id, f"mlflow.sharedViewState.{CONFIGURATIONS_VIEW}", view)
 
     def parent_run(self, sweep: str, run_id: str | None, tags: dict[str, str], params: dict[str, str]) -> str:
         """The sweep's parent run: ``run_id`` when resuming (reopened), else a new one."""

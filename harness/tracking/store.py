@@ -17,6 +17,20 @@ KIND_TAG = "harness.kind"  # "configuration", "trial" or "benchmark"
 POINT_TAG = "harness.point"  # the configuration's varied values, as JSON (the comparison's factors)
 EPOCH_METRIC = "train_loss"  # logged by every epoch of every task: which epochs a run already holds
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}  # the UI's model-training view
+# A view of a sweep's experiment that the MLflow UI opens from ``?viewStateShareKey=configurations``: it reads the
+# experiment tag ``mlflow.sharedViewState.<key>`` (MLflow 3.x; plain JSON is its legacy format, still read). Its
+# runs table shows no metric column by default; this view shows the aggregates. Columns a task lacks stay empty.
+CONFIGURATIONS_VIEW = "configurations"
+CONFIGURATIONS_VIEW_STATE = {
+    "searchFilter": "tags.`harness.kind` = 'configuration'",
+    "orderByKey": "metrics.`oof_auc`",
+    "orderByAsc": False,
+    "selectedColumns": [
+        *(f"metrics.`{m}`" for m in ("oof_auc", "oof_auc_ci_low", "oof_auc_ci_high", "oof_auc_repeat_sd")),
+        *(f"metrics.`{m}`" for m in ("test_auc", "val_map50_mean", "n_patients", "n_positive")),
+        *(f"params.`{p}`" for p in ("sequence", "augment", "backbone", "folds", "repeats")),
+    ],
+}
 
 
 def default_tracking_uri(folder: Path | None = None) -> str:
