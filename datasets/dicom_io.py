@@ -33,6 +33,11 @@ _VENDOR_B_TAGS: tuple[tuple[int, str, int, str | None, Callable[[float], float]]
 )
 
 
+# Direction cosines must be unit length and orthogonal within this: scanners write 5 to 8 decimals (errors near
+# 1e-5), while a damaged or hand-edited header is off by far more.
+DIRECTION_TOLERANCE = 1e-3
+
+
 @dataclass(frozen=True)
 class SliceHeader:
     """The facts of one image frame that indexing, sorting and rescaling need (no pixel data)."""
@@ -56,6 +61,7 @@ class SliceHeader:
     rescale_slope: float
     rescale_intercept: float
     b_value: float | None  # s/mm^2, None when not diffusion weighted
+    image_type: tuple[str, ...] = ()  # ImageType (FrameType for an enhanced frame), e.g. DERIVED\PRIMARY\DIFFUSION\ADC
 
     @property
     def normal(self) -> np.ndarray:
@@ -210,7 +216,43 @@ def _floats(item: pydicom.Dataset | None, keyword: str, count: int, path: Path, 
         raise DicomFileError(
             path, f"{keyword} ({tag >> 16:04X},{tag & 0xFFFF:04X}) {found}{where}: the slice cannot be placed in space"
         )
-    return tuple(float(v) for v in values)
+    try:
+        return tuple(float(v) for v in values)
+    except (TypeError, ValueError):
+        raise DicomFileError(path, f"{keyword} {list(values)}{where} is not numeric: the header is damaged") from None
+
+
+def _image_type(value: Any) -> tuple[str, ...]:
+    """ImageType / FrameType as upper-case words, e.g. ('DERIVED', 'PRIMARY', 'DIFFUSION', 'ADC')."""
+    return tuple(str(word).strip().upper() for word in _as_list(value))
+
+
+def _check_geometry(
+    orientation: tuple[float, ...], position: tuple[float, ...], spacing: tuple[float, ...], path: Path, where: str
+) -> None:
+    """`DicomFileError` unless the frame can be placed in space: finite values, positive pixel spacing, and two
+    orthonormal direction cosines (a NaN position once sorted a series wrongly and put every box on one slice)."""
+    for keyword, values in (
+        ("ImagePositionPatient", position),
+        ("ImageOrientationPatient", orientation),
+        ("PixelSpacing", spacing),
+    ):
+        if not np.all(np.isfinite(values)):
+            raise DicomFileError(
+                path, f"{keyword} {list(values)}{where} holds a non-finite value: the slice cannot be placed in space"
+            )
+    if min(spacing) <= 0:
+        raise DicomFileError(path, f"PixelSpacing {list(spacing)}{where} must be positive (mm between pixel centres)")
+    row, column = np.asarray(orientation[:3]), np.asarray(orientation[3:])
+    lengths = (float(np.linalg.norm(row)), float(np.linalg.norm(column)))
+    cosine = float(np.dot(row, column))
+    if max(abs(length - 1) for length in lengths) > DIRECTION_TOLERANCE or abs(cosine) > DIRECTION_TOLERANCE:
+        raise DicomFileError(
+            path,
+            f"ImageOrientationPatient {list(orientation)}{where} is not two orthogonal unit vectors (lengths "
+            f"{lengths[0]:.4f} and {lengths[1]:.4f}, dot product {cosine:.4f}; tolerance {DIRECTION_TOLERANCE}): "
+            "the header is damaged",
+        )
 
 
 def _header(
@@ -219,24 +261,27 @@ def _header(
     items: dict[str, pydicom.Dataset | None],
     b_value: float | None,
     where: str,
+    image_type: tuple[str, ...] = (),
 ) -> SliceHeader:
     """One `SliceHeader` from the items holding plane position/orientation, pixel measures and value transform."""
     path = common["path"]
     orientation = _floats(items["orientation"], "ImageOrientationPatient", 6, path, where)
-    if np.linalg.norm(np.cross(orientation[:3], orientation[3:])) < 0.5:  # zero or parallel direction cosines
-        raise DicomFileError(path, f"ImageOrientationPatient {list(orientation)}{where} is degenerate (no normal)")
+    position = _floats(items["position"], "ImagePositionPatient", 3, path, where)
     measures, transform = items["measures"], items["transform"]
+    spacing = _floats(measures, "PixelSpacing", 2, path, where)
+    _check_geometry(orientation, position, spacing, path, where)
     slope = None if transform is None else _number(transform.get("RescaleSlope"))
     intercept = None if transform is None else _number(transform.get("RescaleIntercept"))
     return SliceHeader(
         frame=frame,
         orientation=orientation,  # type: ignore[arg-type]
-        position=_floats(items["position"], "ImagePositionPatient", 3, path, where),  # type: ignore[arg-type]
-        pixel_spacing=_floats(measures, "PixelSpacing", 2, path, where),  # type: ignore[arg-type]
+        position=position,  # type: ignore[arg-type]
+        pixel_spacing=spacing,  # type: ignore[arg-type]
         slice_thickness=None if measures is None else _number(measures.get("SliceThickness")),
         rescale_slope=1.0 if slope is None else slope,
         rescale_intercept=0.0 if intercept is None else intercept,
         b_value=b_value,
+        image_type=image_type,
         **common,
     )
 
@@ -281,7 +326,7 @@ def frames_of(ds: pydicom.Dataset, path: Path) -> list[SliceHeader]:
         if n_frames > 1:
             raise DicomFileError(path, f"{n_frames} frames but no functional groups: frame positions are unknown")
         items = dict.fromkeys(("position", "orientation", "measures", "transform"), ds)
-        return [_header(common, None, items, read_b_value(ds), "")]
+        return [_header(common, None, items, read_b_value(ds), "", _image_type(ds.get("ImageType")))]
     if per_frame and len(per_frame) != n_frames:
         raise DicomFileError(path, f"PerFrameFunctionalGroupsSequence has {len(per_frame)} items for {n_frames} frames")
 
@@ -302,7 +347,9 @@ def frames_of(ds: pydicom.Dataset, path: Path) -> list[SliceHeader]:
         }
         diffusion = macro(frame, "MRDiffusionSequence")
         b_value = None if diffusion is None else _number(diffusion.get("DiffusionBValue"))
-        headers.append(_header(common, frame, items, b_value, f" in frame {frame}'s functional groups"))
+        frame_type = macro(frame, "MRImageFrameTypeSequence")
+        image_type = _image_type(ds.get("ImageType") if frame_type is None else frame_type.get("FrameType"))
+        headers.append(_header(common, frame, items, b_value, f" in frame {frame}'s functional groups", image_type))
     return headers
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -131,21 +132,36 @@ class DatasetIndex:
             )
 
 
-def _dicom_files(root: Path) -> tuple[list[Path], list[str]]:
-    """Every regular file under ``root/dicom``, and the ignored ones (hidden files, DICOMDIR)."""
+def _dicom_files(root: Path) -> tuple[list[Path], list[str], list[Problem]]:
+    """Every regular file under ``root/dicom``, the ignored ones (hidden files, DICOMDIR), and one problem per
+    folder that cannot be listed (an unreadable folder would otherwise look like a patient without that series)."""
     folder = root / DICOM_DIR
     if not folder.is_dir():
         raise DataError(str(folder), "no dicom/ folder: the DICOM tree goes there (see docs/data-format.md)")
-    files, ignored = [], []
-    for path in sorted(folder.rglob("*")):
-        if not path.is_file():
-            continue
-        relative = path.relative_to(root)
-        if any(part.startswith(".") for part in relative.parts) or path.name.upper() == "DICOMDIR":
-            ignored.append(str(relative))
-        else:
-            files.append(path)
-    return files, ignored
+    files, ignored, problems = [], [], []
+
+    def unreadable(error: OSError) -> None:
+        problems.append(
+            Problem(
+                Severity.ERROR,
+                str(error.filename),
+                f"folder cannot be read ({error.strerror}): its images are missing from the index; fix its "
+                "permissions (chmod -R u+rX, or run as its owner) or move it out of dicom/",
+            )
+        )
+
+    for current, folders, names in os.walk(folder, onerror=unreadable):
+        folders.sort()
+        for name in names:
+            path = Path(current) / name
+            if not path.is_file():
+                continue
+            relative = path.relative_to(root)
+            if any(part.startswith(".") for part in relative.parts) or path.name.upper() == "DICOMDIR":
+                ignored.append(str(relative))
+            else:
+                files.append(path)
+    return sorted(files), sorted(ignored), problems
 
 
 def _read_headers(files: list[Path], progress: bool) -> tuple[list[SliceHeader], list[Problem]]:
@@ -160,23 +176,25 @@ def _read_headers(files: list[Path], progress: bool) -> tuple[list[SliceHeader],
 
 
 def _headers_cached(root: Path, files: list[Path], progress: bool) -> tuple[list[SliceHeader], list[Problem]]:
-    """Headers of ``files``, from the cache when no file changed since the last scan."""
+    """Headers of ``files``, from the cache when no file changed since the last scan.
+
+    Only good headers are served from the cache: files that failed are read again on every scan, because what
+    fixes them (a permission change, an installed decoder plugin) changes neither their size nor their mtime.
+    The key names `SliceHeader`'s fields, so headers cached before a field was added are read again."""
     cache = ArrayCache("headers")
-    key = {"root": str(root.resolve()), "files": file_fingerprint(files)}
+    fields = [f.name for f in dataclasses.fields(SliceHeader)]
+    key = {"root": str(root.resolve()), "files": file_fingerprint(files), "fields": fields}
 
     def build():
         headers, problems = _read_headers(files, progress)
-        meta = {
-            "headers": [{**dataclasses.asdict(h), "path": str(h.path)} for h in headers],
-            "problems": [p.as_dict() for p in problems],
-        }
+        failed = sorted({str(p.where) for p in problems})
+        meta = {"headers": [{**dataclasses.asdict(h), "path": str(h.path)} for h in headers], "failed": failed}
         return {}, meta
 
     _, meta = cache.get_or_build(key, build)
-    headers = [SliceHeader(**{**h, "path": Path(h["path"])}) for h in meta["headers"]]
-    headers = [_tuples(h) for h in headers]
-    problems = [Problem(Severity(p["severity"]), p["where"], p["message"]) for p in meta["problems"]]
-    return headers, problems
+    headers = [_tuples(SliceHeader(**{**h, "path": Path(h["path"])})) for h in meta["headers"]]
+    again, problems = _read_headers([Path(p) for p in meta["failed"]], progress=False)
+    return headers + again, problems
 
 
 def _tuples(header: SliceHeader) -> SliceHeader:
@@ -186,6 +204,7 @@ def _tuples(header: SliceHeader) -> SliceHeader:
         orientation=tuple(header.orientation),
         position=tuple(header.position),
         pixel_spacing=tuple(header.pixel_spacing),
+        image_type=tuple(header.image_type),
     )
 
 
@@ -207,6 +226,11 @@ def _group_series(headers: Iterable[SliceHeader], rules: SequenceRules) -> tuple
             )
             continue
         sequence = rules.classify(uid, description)
+        adc = [h for h in members if "ADC" in h.image_type]
+        if adc and len(adc) < len(members) and sequence != "ADC":
+            # A scanner's ADC map filed under its DWI's SeriesInstanceUID (ImageType ...\ADC): its own series.
+            members = [h for h in members if "ADC" not in h.image_type]
+            series.append(SeriesInfo(uid, f"{description} (ADC frames)", members[0].patient_id, "ADC", adc))
         series.append(SeriesInfo(uid, description, members[0].patient_id, sequence, members))
     return series, problems
 
@@ -282,8 +306,9 @@ def index_dataset(
     rules = rules or load_rules(root)
     patients, problems = load_manifest(root)
     boxes, box_problems = load_annotations(root)
-    files, ignored = _dicom_files(root)
+    files, ignored, folder_problems = _dicom_files(root)
     headers, file_problems = _headers_cached(root, files, progress)
+    file_problems = folder_problems + file_problems
     series, series_problems = _group_series(headers, rules)
     index = DatasetIndex(root, rules, patients, boxes, series, ignored_files=ignored, on_error=on_error)
     index.problems = problems + box_problems + series_problems

@@ -7,9 +7,11 @@ folder it is meant for (`safe_child` enforces the same where paths are built).
 
 from __future__ import annotations
 
+import codecs
 import csv
 import hashlib
 import hmac
+import io
 import os
 import re
 from collections import Counter
@@ -79,11 +81,32 @@ class Box:
     line: int
 
 
+def _decoded(path: Path) -> str:
+    """The text of a CSV file in UTF-8 (with or without a byte-order mark) or UTF-16 with a byte-order mark (Excel's
+    "Unicode Text"); anything else is a `ManifestError` that names the file and how to save it."""
+    data = path.read_bytes()
+    encoding = "utf-16" if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) else "utf-8-sig"
+    try:
+        return data.decode(encoding)
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise ManifestError(
+            str(path),
+            f"not {'UTF-16' if encoding == 'utf-16' else 'UTF-8'} text (byte {exc.object[exc.start]:#04x} on line "
+            f"{line}; cp1252 or Latin-1, as older Excel versions save CSV?): save it as UTF-8 (Excel: 'CSV UTF-8 "
+            "(Comma delimited)'; or iconv -f cp1252 -t utf-8)",
+        ) from None
+
+
 def _read_csv(path: Path, required: tuple[str, ...]) -> list[tuple[int, dict[str, str]]]:
     if not path.is_file():
         raise ManifestError(str(path), "file not found (see docs/data-format.md for the dataset layout)")
-    with path.open(newline="", encoding="utf-8-sig") as handle:
-        reader = csv.DictReader(handle)
+    text = _decoded(path)
+    first_line = text.split("\n", 1)[0]
+    # Excel's "Unicode Text" export is UTF-16 with tabs between the columns.
+    delimiter = "\t" if "\t" in first_line and "," not in first_line else ","
+    with io.StringIO(text, newline="") as handle:
+        reader = csv.DictReader(handle, delimiter=delimiter)
         header = [name.strip() for name in reader.fieldnames or []]
         missing = [name for name in required if name not in header]
         if missing:

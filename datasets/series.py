@@ -91,6 +91,23 @@ def _check_common(headers: Sequence[SliceHeader]) -> None:
             )
 
 
+def _check_b_values(headers: Sequence[SliceHeader]) -> None:
+    """Either every frame has a b-value or none has; else `SeriesError` naming a frame without one.
+
+    A DWI series whose high-b frames lost their b-value tag (de-identification tools strip vendor tags) would
+    otherwise split into a b0 stack and an untagged one, and the b0 image would be used as the DWI."""
+    untagged = [h for h in headers if h.b_value is None]
+    if not untagged or len(untagged) == len(headers):
+        return
+    tagged = sorted({round(float(h.b_value), 3) for h in headers if h.b_value is not None})
+    raise SeriesError(
+        _where(untagged[0]),
+        f"{len(untagged)} of {len(headers)} frames have no b-value while the others have b={tagged}: a diffusion "
+        "series whose frames lost their b-value tag cannot be sorted into b-values. Restore DiffusionBValue "
+        "(0018,9087) in these files (from the scanner's export, before de-identification), or remove them",
+    )
+
+
 def _check_stack(stack: list[SliceHeader], b_value: float | None) -> float:
     """Check one b-value's sorted frames (distinct positions, regular gaps, no shear); return the slice spacing."""
     label = "" if b_value is None else f" (b={b_value:g})"
@@ -179,14 +196,15 @@ def load_series(
         position along the slice normal, pixels float32 after rescale.
 
     Raises:
-        SeriesError: several series, mixed orientation/matrix/pixel spacing, duplicate positions, irregular spacing or
-            a sheared stack; ``where`` names the series and a file.
+        SeriesError: several series, mixed orientation/matrix/pixel spacing, frames with and without b-values,
+            duplicate positions, irregular spacing or a sheared stack; ``where`` names the series and a file.
         DicomFileError: a file's pixel data cannot be read.
         ValueError: ``pixels`` lacks a frame of ``headers``, or holds one of the wrong shape.
     """
     if not headers:
         raise SeriesError("series (no frames)", "no image frames to assemble")
     _check_common(headers)
+    _check_b_values(headers)
     groups: dict[float | None, list[SliceHeader]] = {}
     for h in headers:
         # Rounded so that float noise in vendor tags (FL) does not split one b-value into two groups.

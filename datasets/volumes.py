@@ -51,7 +51,9 @@ def _volume_from(arrays: dict[str, np.ndarray], meta: dict, prefix: str) -> Volu
 def load_series_cached(series: SeriesInfo, cache: ArrayCache | None = None) -> dict[float | None, Volume]:
     """`load_series` of one indexed series, decoded once and then read back from the cache (memory-mapped)."""
     cache = cache or ArrayCache("volumes")
-    key = {"series": series.series_uid, "files": file_fingerprint(series.files)}
+    # The description too: a scanner's ADC frames filed under the DWI's UID are a series of their own (index.py),
+    # possibly in the same enhanced file.
+    key = {"series": series.series_uid, "description": series.description, "files": file_fingerprint(series.files)}
 
     def build():
         volumes = load_series(series.headers)
@@ -102,6 +104,12 @@ def load_sequence(index: DatasetIndex, patient_id: str, sequence: str, cache: Ar
         b_values = sorted(b for b in volumes if b is not None)
         if not b_values:
             raise DataError(f"patient {patient_id!r}", "the DWI series has no b-value in any header")
+        if b_values[-1] <= 0:
+            raise DataError(
+                f"patient {patient_id!r}",
+                f"the DWI series has only b={b_values[-1]:g} images: no diffusion weighting to read (its high-b "
+                "frames are missing, or filed as another series)",
+            )
         return volumes[b_values[-1]]
     if len(volumes) != 1:
         raise DataError(f"patient {patient_id!r}", f"the {sequence} series holds several b-values {list(volumes)}")

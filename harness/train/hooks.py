@@ -1,4 +1,5 @@
-"""The fixed points where code outside the loop attaches: after each optimisation step and after each epoch.
+"""The fixed points where code outside the loop attaches: after each optimisation step, after each epoch, and once
+when a run resumes from its checkpoint.
 
 The loops know nothing of Ray or MLflow: Tune reporting and MLflow logging are `Hooks` subclasses. A hook that
 raises stops the run (Tune stops a trial this way); `after_epoch` returning True asks the loop to stop cleanly.
@@ -44,6 +45,12 @@ class Hooks:
         """Called after every epoch (its checkpoint is on disk). Return True to stop training early."""
         return None
 
+    def after_resume(self, history: list[dict]) -> None:
+        """Called once when a run resumes from ``last.pt``, with the epochs it already holds: one dict per epoch
+        (``stage`` plus the metrics that epoch's `EpochInfo` carried). A process killed after an epoch's checkpoint
+        was written but before its hooks ran never delivered that epoch; a hook that must see every epoch once
+        (MLflow logging) catches up here."""
+
 
 class HookList(Hooks):
     """Several hooks called in order."""
@@ -54,6 +61,10 @@ class HookList(Hooks):
     def after_step(self, info: StepInfo) -> None:
         for hook in self.hooks:
             hook.after_step(info)
+
+    def after_resume(self, history: list[dict]) -> None:
+        for hook in self.hooks:
+            hook.after_resume(history)
 
     def after_epoch(self, info: EpochInfo) -> bool:
         stop = False

@@ -296,6 +296,7 @@ def run_training(
     run = _Run(config, HookList(hooks), out, progress, distributed)
     if resume and run.last.is_file():
         run.restore()
+        run.hooks.after_resume([dict(entry) for entry in run.state.history])
     elif resume and run.best.is_file():
         log.warning("%s: no checkpoints/last.pt (deleted when the run completed): training from the start", out)
     (_train_classifier if config.task == "classification" else _train_detector)(run, data)

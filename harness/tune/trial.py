@@ -31,7 +31,7 @@ class _TuneHook(Hooks):
     def after_epoch(self, info: EpochInfo) -> bool:
         from ray import tune
 
-        self.run.log_epoch(info.metrics, info.epoch)  # before the checkpoint: at worst re-run, never lost
+        self.run.log_epoch(info.metrics, info.epoch)  # before Tune's checkpoint: at worst re-run, never lost
         self.epochs = info.epoch
         with tempfile.TemporaryDirectory(prefix="harness-ckpt-") as folder:
             for name in CHECKPOINT_FILES:
@@ -39,6 +39,14 @@ class _TuneHook(Hooks):
                     os.link(self.checkpoints / name, Path(folder) / name)  # Tune copies; a link costs nothing
             tune.report(_reportable(info.metrics), checkpoint=tune.Checkpoint.from_directory(folder))
         return False
+
+
+def _log_history(run: tracking.TrialRun, history: list[dict]) -> None:
+    """Log the resumed checkpoint's epochs that the run lacks: the trial was killed after ``last.pt`` was written
+    and before that epoch's metrics reached MLflow (a kill -9 of the whole Ray session lost epoch 2 this way)."""
+    for entry in history:
+        metrics = {k: v for k, v in entry.items() if k != "stage"}
+        run.log_epoch(metrics, int(metrics["epoch"]))
 
 
 def _reportable(metrics: dict[str, Any]) -> dict[str, Any]:
@@ -173,6 +181,10 @@ class _TrainReportHook(Hooks):
             self.run.log_epoch(info.metrics, info.epoch)
         ray.train.report(_reportable(info.metrics))
         return False
+
+    def after_resume(self, history: list[dict]) -> None:
+        if self.run is not None:
+            _log_history(self.run, history)
 
 
 def _data_parallel_worker(param: dict) -> None:

@@ -4,6 +4,7 @@
 Slow: each sweep starts Ray and trains small classifiers for real.
 """
 
+import contextlib
 import json
 import os
 import signal
@@ -14,6 +15,7 @@ import time
 import zipfile
 from pathlib import Path
 
+import psutil
 import pydicom
 import pytest
 import torch
@@ -193,6 +195,22 @@ def test_a_gpu_study_without_a_gpu_fails_before_any_trial(root, tmp_path):
     assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "runs").exists()
 
 
+def _kill_process_tree(driver: subprocess.Popen) -> None:
+    """SIGKILL the driver and every process of the Ray it started, as a crash would, and wait until all are gone.
+
+    Ray's trial workers run in process groups of their own, so killing the driver's group alone left a worker
+    that went on for a few seconds and wrote a checkpoint after the resumed driver had started: the test then
+    interrupted that driver while it was still importing torch (CI, 2026-12-02)."""
+    tree = [psutil.Process(driver.pid), *psutil.Process(driver.pid).children(recursive=True)]
+    os.killpg(driver.pid, signal.SIGKILL)
+    for process in tree:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            process.kill()
+    driver.wait()
+    _, alive = psutil.wait_procs(tree, timeout=60)
+    assert not alive, f"processes outlived SIGKILL: {alive}"
+
+
 def _interrupt_after_next_checkpoint(command: list[str], cwd: Path, how: str) -> str:
     """Start ``harness run``, wait until a trial stores an epoch's checkpoint, then interrupt; returns stderr."""
     started = time.time()
@@ -212,8 +230,7 @@ def _interrupt_after_next_checkpoint(command: list[str], cwd: Path, how: str) ->
             raise AssertionError("no trial checkpointed within 4 minutes")
     finally:
         if how == "SIGKILL":
-            os.killpg(driver.pid, signal.SIGKILL)  # the driver and the Ray it started, as a crash would
-            driver.wait()
+            _kill_process_tree(driver)
             stderr = ""
         else:
             os.kill(driver.pid, signal.SIGINT)

@@ -121,6 +121,37 @@ def test_resume_continues_after_the_last_epoch(root, tmp_path):
     assert [row["epoch"] for row in result.history] == [1, 2, 3]
 
 
+class _KilledAfterCheckpoint(Hooks):
+    """Dies in the hook of epoch 2, after that epoch's last.pt was written: a kill -9 between the two."""
+
+    def after_epoch(self, info):
+        if info.epoch == 2:
+            raise KeyboardInterrupt
+
+
+class _ResumeRecorder(Recorder):
+    def __init__(self):
+        super().__init__()
+        self.resumed_with: list[dict] | None = None
+
+    def after_resume(self, history):
+        self.resumed_with = history
+
+
+def test_a_resumed_run_hands_its_hooks_the_epochs_it_holds(root, tmp_path):
+    """The epoch whose hooks never ran (killed after its checkpoint) reaches the hooks of the resumed run once."""
+    config = parse_config(classifier_config(root, tmp_path))
+    first = Recorder()
+    with pytest.raises(KeyboardInterrupt):
+        run_training(config, hooks=[first, _KilledAfterCheckpoint()], progress=False)
+    assert [e.epoch for e in first.epochs] == [1, 2]  # Recorder ran first; a logger after it would have missed 2
+    second = _ResumeRecorder()
+    run_training(config, hooks=[second], resume=True, progress=False)
+    assert [entry["epoch"] for entry in second.resumed_with] == [1, 2]
+    assert [e.epoch for e in second.epochs] == [3]
+    assert second.resumed_with[1]["train_loss"] == first.epochs[1].metrics["train_loss"]  # the values it had
+
+
 def test_early_stopping_restores_the_best_epoch(root, tmp_path):
     raw = classifier_config(root, tmp_path, stage1_epochs=0, stage2_epochs=8)
     raw["early_stopping"] = {"metric": "train_loss", "mode": "min", "patience": 1, "min_delta": 10.0}
