@@ -287,6 +287,7 @@ def index_dataset(
     required: Iterable[str] = SEQUENCES,
     on_error: str = "error",
     progress: bool = False,
+    with_annotations: bool = True,
 ) -> DatasetIndex:
     """Index a dataset folder (see docs/data-format.md) and record every problem found.
 
@@ -297,6 +298,7 @@ def index_dataset(
         on_error: ``"error"`` keeps problems as errors (call `DatasetIndex.raise_for_errors`); ``"skip"`` makes them
             warnings, drops unreadable files and excludes the patients concerned.
         progress: show a progress bar while reading headers.
+        with_annotations: read ``annotations.csv`` (False for a dataset whose annotations are being imported).
     """
     if on_error not in ON_ERROR_CHOICES:
         raise ValueError(f"on_error must be one of {ON_ERROR_CHOICES}, got {on_error!r}")
@@ -305,7 +307,7 @@ def index_dataset(
         raise DataError(str(root), "dataset folder not found")
     rules = rules or load_rules(root)
     patients, problems = load_manifest(root)
-    boxes, box_problems = load_annotations(root)
+    boxes, box_problems = load_annotations(root) if with_annotations else ([], [])
     files, ignored, folder_problems = _dicom_files(root)
     headers, file_problems = _headers_cached(root, files, progress)
     file_problems = folder_problems + file_problems

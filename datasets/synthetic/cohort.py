@@ -22,6 +22,7 @@ import numpy as np
 
 from harness.datasets.manifest import ANNOTATION_COLUMNS
 
+from .label_export import write_label_table
 from .patient import PatientPlan, PatientResult, generate_patient
 from .planted import PLANTING_VERSION, canonical_planting
 from .scanners import centre_protocol
@@ -150,10 +151,11 @@ def _results(
     key: str,
     workers: int,
     planting: dict[str, float] | None,
+    label_maps: bool = False,
 ) -> Iterator[PatientResult]:
     """Per-patient results in plan order. Each patient has its own random streams, so the files do not depend on
     `workers`; processes are spawned (not forked) so that a caller holding threads (torch, Ray) is safe."""
-    kwargs = {"seed": seed, "signal": signal, "cohort_key": key, "planting": planting}
+    kwargs = {"seed": seed, "signal": signal, "cohort_key": key, "planting": planting, "label_maps": label_maps}
     if workers == 1 or len(plans) == 1:
         for plan in plans:
             yield generate_patient(dicom, plan, **kwargs)
@@ -192,6 +194,7 @@ def generate_cohort(
     overwrite: bool = False,
     progress: Callable[[int, int], None] | None = None,
     workers: int = 1,
+    label_maps: bool = False,
 ) -> CohortSummary:
     """Generate a synthetic multi-centre pelvic MRI cohort in the harness's data format (docs/data-format.md).
 
@@ -210,6 +213,8 @@ def generate_cohort(
         overwrite: replace `out` when it already holds a cohort (a folder with manifest.csv).
         progress: called as ``progress(done, total)`` after each patient.
         workers: processes rendering patients in parallel (the files are the same for any value).
+        label_maps: also write the ground truth as NIfTI label maps, ``labels/<patient>/<SEQUENCE>.nii.gz``, with
+            ``labels.yaml`` (label_export.py): the input of ``harness data import``, for round-trip tests.
 
     Returns:
         A `CohortSummary`.
@@ -230,7 +235,7 @@ def generate_cohort(
     try:
         manifest, annotations = [], []
         n_files = n_bytes = 0
-        results = _results(plans, tmp / "dicom", seed, float(signal), key, workers, planting)
+        results = _results(plans, tmp / "dicom", seed, float(signal), key, workers, planting, label_maps)
         try:
             for done, result in enumerate(results, start=1):
                 manifest.append(result.manifest_row)
@@ -243,6 +248,8 @@ def generate_cohort(
             results.close()  # stops the worker processes before anything below deletes their output folder
         _write_csv(tmp / "manifest.csv", MANIFEST_COLUMNS, manifest)
         _write_csv(tmp / "annotations.csv", ANNOTATION_COLUMNS, annotations)
+        if label_maps:
+            write_label_table(tmp / "labels.yaml")
         _validate(out, patients, centers, seed, overwrite, workers)  # nothing appeared at `out` meanwhile
         _install(tmp, out)
     except BaseException:

@@ -14,6 +14,7 @@ from harness.datasets.manifest import ANNOTATION_COLUMNS
 
 from . import tissues as T
 from .dicom_writer import PatientHeader, SeriesHeader, series_template, uid, write_slice
+from .label_export import TUMOUR_VALUE, node_value, object_mask, write_label_map
 from .phantom import Phantom, draw_phantom
 from .render import (
     SliceGrid,
@@ -86,8 +87,11 @@ def _instance_order(n: int, plane: str, head_first: bool) -> list[int]:
 class _Writer:
     """Writes the series of one patient and collects the annotation rows."""
 
-    def __init__(self, root: Path, plan: PatientPlan, header: PatientHeader, cohort_key: str) -> None:
+    def __init__(
+        self, root: Path, plan: PatientPlan, header: PatientHeader, cohort_key: str, label_maps: Path | None = None
+    ) -> None:
         self.root, self.plan, self.header, self.key = root, plan, header, cohort_key
+        self.label_maps = label_maps  # the cohort's labels/ folder when its ground truth goes out as label maps
         self.n_files = 0
         self.n_bytes = 0
         self.annotations: list[dict[str, str]] = []
@@ -144,6 +148,8 @@ class _Writer:
                 labels_of = (node.label, T.node_necrosis_label(node.index))
                 objects.append(("node", node.location, str(int(node.metastatic)), labels_of, node.shape.aabb()))
         pid = self.plan.patient_id
+        if self.label_maps is not None:  # the DWI's map serves ADC too (same grid), as its boxes do
+            self._label_map(self.label_maps / pid / f"{sequences[0]}.nii.gz", grid, labels, objects)
         for kind, location, metastatic, label_set, aabb in objects:
             for k, x0, y0, x1, y1 in object_boxes(labels, grid, label_set, aabb):
                 position = f"{grid.slice_position(k):.3f}"
@@ -151,6 +157,14 @@ class _Writer:
                 for sequence in sequences:
                     values = (pid, sequence, position, kind, location, metastatic, *box)
                     self.annotations.append(dict(zip(ANNOTATION_COLUMNS, values, strict=True)))
+
+    @staticmethod
+    def _label_map(path: Path, grid: SliceGrid, labels: np.ndarray, objects: list) -> None:
+        values = np.zeros((labels.shape[0], labels.shape[2], labels.shape[3]), dtype=np.uint8)
+        for kind, location, metastatic, label_set, _ in objects:  # tumour first: a node keeps a shared voxel
+            value = TUMOUR_VALUE if kind == "tumour" else node_value(location, metastatic == "1")
+            values[object_mask(labels, label_set)] = value
+        write_label_map(path, grid, values)
 
 
 def generate_patient(
@@ -161,6 +175,7 @@ def generate_patient(
     signal: float,
     cohort_key: str,
     planting: Mapping[str, float] | None = None,
+    label_maps: bool = False,
 ) -> PatientResult:
     """Render and write one patient under ``dicom_root / patient_id``.
 
@@ -171,6 +186,7 @@ def generate_patient(
         signal: tumour-lnm effect size of the shared features (in planted mode the shared strength).
         cohort_key: text that makes the UIDs of this cohort unique.
         planting: planted mode: canonical per-sequence strengths (see planted.py); None for the default mode.
+        label_maps: also write the ground truth as label maps under ``dicom_root/../labels`` (label_export.py).
 
     Returns:
         A `PatientResult` with the manifest row, the annotation rows, and the number and size of the files.
@@ -192,7 +208,7 @@ def generate_patient(
     mr_ln = int(draw < MR_LN_SENSITIVITY) if plan.lnm else int(draw >= MR_LN_SPECIFICITY)
     pid = plan.patient_id
     header = PatientHeader(pid, age, uid(cohort_key, pid, "study"), uid(cohort_key, pid, "frame"), study_date)
-    out = _Writer(dicom_root, plan, header, cohort_key)
+    out = _Writer(dicom_root, plan, header, cohort_key, dicom_root.parent / "labels" if label_maps else None)
     for protocol in centre.series:
         grid = make_grid(protocol, phantom)
         labels, mod = render_labels(phantom, grid)

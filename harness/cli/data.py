@@ -49,6 +49,12 @@ def add_synth(commands) -> None:
         default=min(4, os.cpu_count() or 1),
         help="processes that render patients in parallel; the files are identical for any value (default: %(default)s)",
     )
+    parser.add_argument(
+        "--label-maps",
+        action="store_true",
+        help="also write the ground truth as NIfTI label maps (labels/<patient>/<SEQUENCE>.nii.gz) with labels.yaml, "
+        "the input `harness data import` reads",
+    )
     parser.set_defaults(handler=_run_synth)
 
 
@@ -92,6 +98,7 @@ def _run_synth(args: argparse.Namespace) -> int:
             shared_signal=args.shared_signal,
             overwrite=args.overwrite,
             workers=args.workers,
+            label_maps=args.label_maps,
             progress=lambda done, total: bar.update(task, completed=done, total=total),
         )
     centres = ", ".join(f"centre {c}: {n} ({pos} LNM+)" for c, (n, pos) in summary.per_center.items())
@@ -107,8 +114,8 @@ def _run_synth(args: argparse.Namespace) -> int:
 
 
 def add_data(commands) -> None:
-    """Add the ``data`` sub-commands (``data check``)."""
-    parser = commands.add_parser("data", help="dataset tools (check)", description="Dataset tools.")
+    """Add the ``data`` sub-commands (``data check``, ``data import``)."""
+    parser = commands.add_parser("data", help="dataset tools (check, import)", description="Dataset tools.")
     data_commands = parser.add_subparsers(dest="data_command", required=True, metavar="COMMAND")
     check = data_commands.add_parser(
         "check",
@@ -135,6 +142,55 @@ def add_data(commands) -> None:
     )
     check.add_argument("--rules", type=Path, help="sequence rules YAML (default: ROOT/sequences.yaml if present)")
     check.set_defaults(handler=_run_check)
+    importer = data_commands.add_parser(
+        "import",
+        help="write annotations.csv from the label maps radiologists draw",
+        description="Read the label maps of a dataset (NIfTI, NRRD or MHA: 3D Slicer, ITK-SNAP, PI-CAI, nnU-Net), "
+        "one per annotated series as ROOT/labels/<patient_id>/<SEQUENCE>.nii.gz, check that each lies on its DICOM "
+        "series' voxel grid (another axis order or flipped axes are handled; a resampled or cropped mask is an "
+        "error), and turn them into annotations.csv: per slice, one box around the tumour label and one around "
+        "each node (3-D connected components of a node label). ROOT/labels.yaml says what each label value means "
+        "(docs/data-format.md). Everything is checked before anything is written.",
+    )
+    importer.add_argument("root", type=Path, help="dataset folder (manifest.csv, dicom/, labels/, labels.yaml)")
+    importer.add_argument("--labels", type=Path, help="the label table (default: ROOT/labels.yaml)")
+    importer.add_argument("--masks", type=Path, help="the label-map folder (default: ROOT/labels)")
+    importer.add_argument("--out", type=Path, help="where to write (default: ROOT/annotations.csv)")
+    importer.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    importer.add_argument("--dry-run", action="store_true", help="read, check and summarise; write nothing")
+    importer.set_defaults(handler=_run_import)
+
+
+def _run_import(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from harness.datasets.importer import import_label_maps, write_annotations
+
+    out = args.out or args.root / "annotations.csv"
+    if out.exists() and not (args.overwrite or args.dry_run):  # refused before the slow part
+        raise FileExistsError(f"{out} exists; pass --overwrite to replace it (or --out to write elsewhere)")
+    console = Console(stderr=True)
+    report = import_label_maps(args.root, labels_file=args.labels, folder=args.masks, progress=True)
+    table = Table(title=f"Label maps imported from {args.masks or args.root / 'labels'}")
+    for column in ("patient", "sequence", "tumour slices", "nodes (met.)", "nodes (benign)", "boxes"):
+        table.add_column(column, justify="left" if column in ("patient", "sequence") else "right")
+    for row in report.per_file:
+        table.add_row(
+            row["patient_id"],
+            row["sequence"],
+            str(row["tumour_slices"]),
+            str(row["nodes_metastatic"]),
+            str(row["nodes_benign"]),
+            str(row["boxes"]),
+        )
+    console.print(table)
+    if args.dry_run:
+        console.print(f"dry run: {len(report.rows)} boxes from {len(report.per_file)} label maps; nothing written")
+        return 0
+    write_annotations(report, out, overwrite=args.overwrite)
+    console.print(f"[green]wrote[/] {out}: {len(report.rows)} boxes from {len(report.per_file)} label maps")
+    return 0
 
 
 def _run_check(args: argparse.Namespace) -> int:

@@ -1,0 +1,277 @@
+"""`harness data import` from label maps: round trips through SimpleITK's writers (not the importer's code) on the
+synthetic cohort (axial and sagittal stacks, the latter stored against the DICOM normal) and on an oblique series
+the test paints itself, in NIfTI, NRRD and MHA, reoriented and flipped; and the grids it must refuse."""
+
+from __future__ import annotations
+
+import csv
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+import SimpleITK as sitk
+import yaml
+
+from harness.datasets.errors import DataError
+from harness.datasets.importer import import_label_maps
+from harness.datasets.synthetic import generate_cohort
+from tests.datasets.minidata import write_dataset
+from tests.dicom_factory import unit_normal, write_series
+
+BOX_COLUMNS = ("x_min", "y_min", "x_max", "y_max")
+
+
+def box_set(rows, sequences=("T2WI", "CET1WI", "DWI")) -> dict[tuple, list[tuple[int, ...]]]:
+    """Boxes by (patient, sequence, slice, kind, location, metastatic), each list sorted."""
+    found: dict[tuple, list[tuple[int, ...]]] = {}
+    for r in rows:
+        if r["sequence"] in sequences:
+            key = (r["patient_id"], r["sequence"], r["slice_position_mm"], r["kind"], r["location"], r["metastatic"])
+            found.setdefault(key, []).append(tuple(int(float(r[c])) for c in BOX_COLUMNS))
+    return {k: sorted(v) for k, v in found.items()}
+
+
+def assert_same_boxes(expected: dict, got: dict, within: int = 1) -> None:
+    assert sorted(expected) == sorted(got)
+    for key, boxes in expected.items():
+        assert len(got[key]) == len(boxes), key
+        worst = max(
+            abs(a - b) for box, other in zip(boxes, got[key], strict=True) for a, b in zip(box, other, strict=True)
+        )
+        assert worst <= within, (key, boxes, got[key])
+
+
+# --- the synthetic cohort's own ground truth ---------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("labelmaps") / "cohort"
+    generate_cohort(out, patients=3, centers=2, seed=5, label_maps=True)
+    return out
+
+
+def cohort_boxes(root: Path) -> dict:
+    with (root / "annotations.csv").open() as handle:
+        return box_set(csv.DictReader(handle))
+
+
+def test_synth_label_maps_import_back_to_the_cohorts_boxes(cohort):
+    report = import_label_maps(cohort)
+    expected = cohort_boxes(cohort)
+    assert_same_boxes(expected, box_set(report.rows))
+    # Measured on this cohort: every box equal, not just within a pixel (the maps follow the boxes' own rule).
+    assert box_set(report.rows) == expected
+    assert {r["sequence"] for r in report.per_file} == {"T2WI", "CET1WI", "DWI"}
+
+
+@pytest.mark.parametrize(
+    "suffix,orientation", [(".nrrd", None), (".mha", None), (".nii.gz", "RAS"), (".nrrd", "PIL"), (".mha", "ASR")]
+)
+def test_other_formats_and_axis_orders_import_the_same(cohort, tmp_path, suffix, orientation):
+    """The same masks saved as NRRD or MHA, and with their voxel axes reordered and flipped by SimpleITK's
+    DICOMOrient (RAS-canonical as nibabel users store them, or any other order): the same boxes."""
+    masks = tmp_path / "masks"
+    for path in sorted((cohort / "labels").rglob("*.nii.gz")):
+        image = sitk.ReadImage(str(path))
+        if orientation is not None:
+            image = sitk.DICOMOrient(image, orientation)
+        target = masks / path.parent.name / path.name.replace(".nii.gz", suffix)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        sitk.WriteImage(image, str(target))
+    report = import_label_maps(cohort, folder=masks)
+    assert box_set(report.rows) == cohort_boxes(cohort)
+
+
+# --- an oblique series painted by the test -----------------------------------------------------------------------
+
+OBLIQUE = (1.0, 0.0, 0.0, 0.0, float(np.cos(0.35)), float(np.sin(0.35)))  # axial tilted 20 degrees about x
+SHAPE = (7, 30, 36)  # slices, rows, columns
+PIXEL, SLICE = (0.8, 0.9), 3.5  # (between rows, between columns), between slices
+ORIGIN = np.array([-12.0, 7.5, 30.0])
+TABLE = {
+    "labels": {
+        1: "tumour",
+        4: {"kind": "node", "location": "mesorectal", "metastatic": 1},
+        5: {"kind": "node", "location": "mesorectal", "metastatic": 0},
+    }
+}
+
+
+def painted() -> np.ndarray:
+    """A tumour on slices 1-3, two separate metastatic nodes (one value, two components), one benign node."""
+    labels = np.zeros(SHAPE, dtype=np.uint8)
+    labels[1:4, 4:10, 5:13] = 1
+    labels[2:4, 20:23, 3:6] = 4
+    labels[3:6, 15:18, 28:33] = 4
+    labels[5, 25:27, 10:12] = 5
+    return labels
+
+
+def expected_boxes(positions: list[float]) -> dict:
+    rows = []
+    objects = [("tumour", "", "", (1, 4), (4, 10), (5, 13))]
+    objects += [
+        ("node", "mesorectal", "1", (2, 4), (20, 23), (3, 6)),
+        ("node", "mesorectal", "1", (3, 6), (15, 18), (28, 33)),
+    ]
+    objects += [("node", "mesorectal", "0", (5, 6), (25, 27), (10, 12))]
+    for kind, location, metastatic, ks, rs, cs in objects:
+        for k in range(*ks):
+            rows.append(
+                {
+                    "patient_id": "P01",
+                    "sequence": "T2WI",
+                    "slice_position_mm": f"{positions[k]:.3f}",
+                    "kind": kind,
+                    "location": location,
+                    "metastatic": metastatic,
+                    **dict(zip(BOX_COLUMNS, (cs[0], rs[0], cs[1], rs[1]), strict=True)),
+                }
+            )
+    return box_set(rows)
+
+
+@pytest.fixture
+def oblique(tmp_path) -> tuple[Path, dict]:
+    """minidata's dataset with P01's T2WI replaced by an oblique series; its label table; the expected boxes."""
+    root = write_dataset(tmp_path / "ds")
+    folder = root / "dicom" / "P01" / "T2WI"
+    uid = pydicom.dcmread(next(folder.iterdir())).SeriesInstanceUID
+    shutil.rmtree(folder)
+    write_series(
+        folder,
+        patient_id="P01",
+        series_uid=uid,
+        description="t2_tse_obl",
+        n_slices=SHAPE[0],
+        rows=SHAPE[1],
+        cols=SHAPE[2],
+        orientation=OBLIQUE,
+        spacing=PIXEL,
+        slice_spacing=SLICE,
+        origin=ORIGIN,
+    )
+    (root / "labels.yaml").write_text(yaml.safe_dump(TABLE))
+    normal = unit_normal(OBLIQUE)
+    positions = [float(normal @ ORIGIN) + k * SLICE for k in range(SHAPE[0])]
+    return root, expected_boxes(positions)
+
+
+def sitk_mask(labels: np.ndarray, *, reversed_stack: bool = False, spacing=None, shift=(0.0, 0.0, 0.0)) -> sitk.Image:
+    """The painted labels as an image on the series' grid, built from the DICOM geometry by the test itself."""
+    row, col = np.array(OBLIQUE[:3]), np.array(OBLIQUE[3:])
+    normal = unit_normal(OBLIQUE)
+    origin = ORIGIN + np.asarray(shift)
+    if reversed_stack:  # slices stored top-down: the first voxel plane is the series' last slice
+        labels, origin, normal = labels[::-1], origin + (SHAPE[0] - 1) * SLICE * normal, -normal
+    image = sitk.GetImageFromArray(np.ascontiguousarray(labels))
+    image.SetOrigin(tuple(origin))
+    image.SetSpacing(spacing or (PIXEL[1], PIXEL[0], SLICE))
+    image.SetDirection(tuple(np.column_stack([row, col, normal]).ravel()))
+    return image
+
+
+def write_mask(root: Path, image: sitk.Image, name: str = "T2WI.nii.gz") -> Path:
+    path = root / "labels" / "P01" / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sitk.WriteImage(image, str(path))
+    return path
+
+
+@pytest.mark.parametrize("reversed_stack", [False, True], ids=["stacked along the normal", "reversed stack"])
+def test_an_oblique_series_mask_gives_the_painted_boxes(oblique, reversed_stack):
+    root, expected = oblique
+    write_mask(root, sitk_mask(painted(), reversed_stack=reversed_stack))
+    report = import_label_maps(root)
+    assert box_set(report.rows) == expected
+    (summary,) = report.per_file
+    assert (summary["tumour_slices"], summary["nodes_metastatic"], summary["nodes_benign"]) == (3, 2, 1)
+
+
+@pytest.mark.parametrize(
+    "change,fragment",
+    [
+        (dict(spacing=(PIXEL[1] * 2, PIXEL[0], SLICE)), "voxel spacing differs"),
+        (dict(shift=(0.4, 0.0, 0.0)), "between the series' voxels"),
+        (dict(shift=tuple(2 * SLICE * unit_normal(OBLIQUE))), "covers series voxels"),
+    ],
+    ids=["resampled", "half-voxel shift", "shifted by two slices"],
+)
+def test_a_mask_off_the_series_grid_is_an_error_naming_both_files(oblique, change, fragment):
+    root, _ = oblique
+    path = write_mask(root, sitk_mask(painted(), **change))
+    with pytest.raises(DataError) as info:
+        import_label_maps(root)
+    message = str(info.value)
+    assert str(path) in message and "T2WI of patient 'P01'" in message and fragment in message, message
+
+
+def test_a_cropped_mask_and_another_orientation_are_refused(oblique):
+    root, _ = oblique
+    path = write_mask(root, sitk_mask(painted()[:, :20]))
+    with pytest.raises(DataError, match="covers series voxels"):
+        import_label_maps(root)
+    image = sitk_mask(painted())
+    image.SetDirection((1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0))  # plain axial: not the oblique series
+    sitk.WriteImage(image, str(path))
+    with pytest.raises(DataError, match="axes differ"):
+        import_label_maps(root)
+
+
+def test_unlisted_values_unknown_names_and_patients_are_errors(oblique):
+    root, _ = oblique
+    labels = painted()
+    labels[0, 0, 0] = 9
+    path = write_mask(root, sitk_mask(labels))
+    with pytest.raises(DataError, match=r"label value\(s\) \[9\] are not in labels.yaml"):
+        import_label_maps(root)
+    path.unlink()
+    write_mask(root, sitk_mask(painted()), "T1.nii.gz")
+    with pytest.raises(DataError, match="'T1' is not a sequence"):
+        import_label_maps(root)
+    shutil.rmtree(root / "labels")
+    stranger = root / "labels" / "P99" / "T2WI.nii.gz"
+    stranger.parent.mkdir(parents=True)
+    sitk.WriteImage(sitk_mask(painted()), str(stranger))
+    with pytest.raises(DataError, match="'P99' is not in manifest.csv"):
+        import_label_maps(root)
+
+
+@pytest.mark.parametrize(
+    "table,fragment",
+    [
+        ({"labels": {1: {"kind": "node", "location": "mesorectal"}}}, "metastatic"),
+        ({"labels": {1: {"kind": "node", "location": "armpit", "metastatic": 1}}}, "location"),
+        ({"labels": {0: "tumour"}}, "positive integers"),
+        ({"labels": {1: "tumor"}}, "labels.1"),
+    ],
+)
+def test_a_malformed_label_table_names_the_key(oblique, table, fragment):
+    root, _ = oblique
+    write_mask(root, sitk_mask(painted()))
+    (root / "labels.yaml").write_text(yaml.safe_dump(table))
+    with pytest.raises(DataError) as info:
+        import_label_maps(root)
+    assert "labels.yaml" in str(info.value) and fragment in str(info.value), str(info.value)
+
+
+def test_cli_dry_run_writes_nothing_and_an_existing_file_is_kept(oblique):
+    root, expected = oblique
+    write_mask(root, sitk_mask(painted()))
+    before = (root / "annotations.csv").read_bytes()
+    harness = [sys.executable, "-m", "harness", "data", "import", str(root)]
+    refused = subprocess.run(harness, capture_output=True, text=True)
+    assert refused.returncode == 2 and "--overwrite" in refused.stderr
+    dry = subprocess.run(harness + ["--dry-run"], capture_output=True, text=True)
+    assert dry.returncode == 0 and "nothing written" in dry.stderr and "P01" in dry.stderr, dry.stderr
+    assert (root / "annotations.csv").read_bytes() == before
+    done = subprocess.run(harness + ["--overwrite"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    with (root / "annotations.csv").open() as handle:
+        assert box_set(csv.DictReader(handle)) == expected
+    assert not list(root.glob(".annotations.csv.partial-*"))
