@@ -17,14 +17,25 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
+from .dicom_annotations import read_seg
 from .errors import DataError
 from .index import index_dataset
-from .label_maps import LABEL_MAP_SUFFIXES, LabelMeaning, boxes_of_objects, label_map_suffix, objects_in, read_label_map
+from .label_maps import (
+    LABEL_MAP_SUFFIXES,
+    LabelMeaning,
+    boxes_of_objects,
+    label_map_suffix,
+    objects_in,
+    read_label_map,
+    split_nodes,
+)
 from .manifest import ANNOTATION_COLUMNS, NODE_LOCATIONS
 from .sequences import SEQUENCES
+from .series import Volume
 from .volumes import load_sequence
 
 LABELS_FOLDER = "labels"
@@ -80,8 +91,10 @@ def load_label_table(path: Path) -> dict[int | str, LabelMeaning]:
 
 @dataclass(frozen=True)
 class LabelMapFile:
+    """One annotation file: a label map (its sequence from its name) or a DICOM file (SEG; sequence None)."""
+
     patient_id: str
-    sequence: str
+    sequence: str | None
     path: Path
 
 
@@ -98,10 +111,14 @@ def find_label_maps(folder: Path) -> list[LabelMapFile]:
     for path in sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith(".")):
         relative = path.relative_to(folder)
         suffix = label_map_suffix(path)
+        if len(relative.parts) == 2 and path.suffix.lower() == ".dcm":
+            found.append(LabelMapFile(relative.parts[0], None, path))  # DICOM-SEG: its series says the sequence
+            continue
         if len(relative.parts) != 2 or suffix is None:
             raise DataError(
                 str(path),
-                f"expected <patient_id>/<SEQUENCE> with one of {', '.join(LABEL_MAP_SUFFIXES)} under {folder}",
+                f"expected <patient_id>/<SEQUENCE> with one of {', '.join(LABEL_MAP_SUFFIXES)}, or "
+                f"<patient_id>/<name>.dcm (DICOM-SEG), under {folder}",
             )
         sequence = path.name[: -len(suffix)]
         if sequence not in SEQUENCES:
@@ -131,21 +148,29 @@ class ImportReport:
         return buffer.getvalue()
 
 
-def _import_one(index, table, item: LabelMapFile) -> tuple[list[dict[str, str]], dict]:
-    if item.patient_id not in index.patients:
-        raise DataError(str(item.path), f"patient {item.patient_id!r} is not in manifest.csv")
+def _objects_of(index, table, item: LabelMapFile) -> tuple[str, Volume, list[tuple[LabelMeaning, np.ndarray]]]:
+    """(sequence, the series' volume, the annotated objects) of one file."""
+    if item.sequence is None:
+        sequence, volume, masks = read_seg(item.path, index, item.patient_id, table)
+        return sequence, volume, split_nodes(masks)
     volume = load_sequence(index, item.patient_id, item.sequence)
     series = f"{item.sequence} of patient {item.patient_id!r}, series '{volume.series_description}'"
     labels = read_label_map(item.path, volume, series)
-    objects = objects_in(labels, table, str(item.path))
+    return item.sequence, volume, objects_in(labels, table, str(item.path))
+
+
+def _import_one(index, table, item: LabelMapFile) -> tuple[list[dict[str, str]], dict]:
+    if item.patient_id not in index.patients:
+        raise DataError(str(item.path), f"patient {item.patient_id!r} is not in manifest.csv")
+    sequence, volume, objects = _objects_of(index, table, item)
     rows = [
-        {"patient_id": item.patient_id, "sequence": item.sequence, **row}
+        {"patient_id": item.patient_id, "sequence": sequence, **row}
         for row in boxes_of_objects(objects, volume.positions)
     ]
     kinds = Counter(m.kind if m.kind == "tumour" else f"node_{m.metastatic}" for m, _ in objects)
     summary = {
         "patient_id": item.patient_id,
-        "sequence": item.sequence,
+        "sequence": sequence,
         "file": str(item.path),
         "tumour_slices": sum(1 for r in rows if r["kind"] == "tumour"),
         "nodes_metastatic": kinds.get("node_1", 0),
@@ -162,7 +187,8 @@ def import_label_maps(
     folder: Path | None = None,
     progress: bool = False,
 ) -> ImportReport:
-    """Read every label map of a dataset into annotations.csv rows (nothing is written; see `write_annotations`).
+    """Read every label map and DICOM-SEG of a dataset into annotations.csv rows (nothing is written; see
+    `write_annotations`).
 
     Args:
         root: the dataset folder (manifest.csv and dicom/ are read; annotations.csv is not).
@@ -180,8 +206,12 @@ def import_label_maps(
     index = index_dataset(root, required=(), with_annotations=False, progress=progress)
     index.raise_for_errors()
     report = ImportReport()
-    for item in track(items, description="Importing label maps", disable=not progress, transient=True):
+    annotated: dict[tuple[str, str], str] = {}
+    for item in track(items, description="Importing annotations", disable=not progress, transient=True):
         rows, summary = _import_one(index, table, item)
+        first = annotated.setdefault((item.patient_id, summary["sequence"]), str(item.path))
+        if first != str(item.path):  # boxes of one series from two files would be counted twice
+            raise DataError(str(item.path), f"annotates {summary['sequence']} of {item.patient_id!r}, as {first} does")
         report.rows += rows
         report.per_file.append(summary)
     return report

@@ -179,9 +179,13 @@ def objects_in(
     if unknown:
         listed = ", ".join(str(k) for k in meanings if isinstance(k, int)) or "none"
         raise DataError(where, f"label value(s) {unknown} are not in labels.yaml (values listed there: {listed})")
+    return split_nodes([(meanings[value], labels == value) for value in present])
+
+
+def split_nodes(masks: list[tuple[LabelMeaning, np.ndarray]]) -> list[tuple[LabelMeaning, np.ndarray]]:
+    """Tumour masks as they are; each node mask split into its 3-D connected components, one per node."""
     objects = []
-    for value in present:
-        meaning, mask = meanings[value], labels == value
+    for meaning, mask in masks:
         if meaning.kind == "tumour":
             objects.append((meaning, mask))
             continue

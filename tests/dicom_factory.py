@@ -82,6 +82,10 @@ def _base_dataset(sop_class: str, patient_id: str, study_uid: str | None, series
     ds.SeriesInstanceUID = series_uid or generate_uid()
     ds.SeriesDescription = description
     ds.SeriesNumber = 1
+    # The patient and general study modules' type 2 attributes (empty), which a derived object such as a
+    # DICOM-SEG (highdicom) copies from its source images.
+    ds.PatientBirthDate = ds.PatientSex = ds.StudyDate = ds.StudyTime = ""
+    ds.ReferringPhysicianName = ds.StudyID = ds.AccessionNumber = ""
     return ds
 
 

@@ -22,7 +22,7 @@ import numpy as np
 
 from harness.datasets.manifest import ANNOTATION_COLUMNS
 
-from .label_export import write_label_table
+from .label_export import TRUTH_FOLDERS, write_label_table
 from .patient import PatientPlan, PatientResult, generate_patient
 from .planted import PLANTING_VERSION, canonical_planting
 from .scanners import centre_protocol
@@ -151,11 +151,11 @@ def _results(
     key: str,
     workers: int,
     planting: dict[str, float] | None,
-    label_maps: bool = False,
+    truth_formats: tuple[str, ...] = (),
 ) -> Iterator[PatientResult]:
     """Per-patient results in plan order. Each patient has its own random streams, so the files do not depend on
     `workers`; processes are spawned (not forked) so that a caller holding threads (torch, Ray) is safe."""
-    kwargs = {"seed": seed, "signal": signal, "cohort_key": key, "planting": planting, "label_maps": label_maps}
+    kwargs = {"seed": seed, "signal": signal, "cohort_key": key, "planting": planting, "truth_formats": truth_formats}
     if workers == 1 or len(plans) == 1:
         for plan in plans:
             yield generate_patient(dicom, plan, **kwargs)
@@ -194,7 +194,7 @@ def generate_cohort(
     overwrite: bool = False,
     progress: Callable[[int, int], None] | None = None,
     workers: int = 1,
-    label_maps: bool = False,
+    truth_formats: tuple[str, ...] = (),
 ) -> CohortSummary:
     """Generate a synthetic multi-centre pelvic MRI cohort in the harness's data format (docs/data-format.md).
 
@@ -213,8 +213,9 @@ def generate_cohort(
         overwrite: replace `out` when it already holds a cohort (a folder with manifest.csv).
         progress: called as ``progress(done, total)`` after each patient.
         workers: processes rendering patients in parallel (the files are the same for any value).
-        label_maps: also write the ground truth as NIfTI label maps, ``labels/<patient>/<SEQUENCE>.nii.gz``, with
-            ``labels.yaml`` (label_export.py): the input of ``harness data import``, for round-trip tests.
+        truth_formats: also write the ground truth, with ``labels.yaml``, as ``nifti`` label maps
+            (``labels/<patient>/<SEQUENCE>.nii.gz``) and / or ``seg`` DICOM-SEGs
+            (``labels-seg/<patient>/<SEQUENCE>.dcm``), see label_export.py: the input of ``harness data import``.
 
     Returns:
         A `CohortSummary`.
@@ -225,6 +226,9 @@ def generate_cohort(
     """
     out = Path(out)
     signal, planting = resolve_signals(signal, signal_by_sequence, shared_signal)
+    unknown = sorted(set(truth_formats) - set(TRUTH_FOLDERS))
+    if unknown:
+        raise ValueError(f"truth_formats: unknown {unknown}; known: {', '.join(TRUTH_FOLDERS)}")
     _validate(out, patients, centers, seed, overwrite, workers)
     plans = plan_cohort(patients, centers, seed)
     key = cohort_key(seed, patients, centers, signal, planting)
@@ -235,7 +239,7 @@ def generate_cohort(
     try:
         manifest, annotations = [], []
         n_files = n_bytes = 0
-        results = _results(plans, tmp / "dicom", seed, float(signal), key, workers, planting, label_maps)
+        results = _results(plans, tmp / "dicom", seed, float(signal), key, workers, planting, truth_formats)
         try:
             for done, result in enumerate(results, start=1):
                 manifest.append(result.manifest_row)
@@ -248,7 +252,7 @@ def generate_cohort(
             results.close()  # stops the worker processes before anything below deletes their output folder
         _write_csv(tmp / "manifest.csv", MANIFEST_COLUMNS, manifest)
         _write_csv(tmp / "annotations.csv", ANNOTATION_COLUMNS, annotations)
-        if label_maps:
+        if truth_formats:
             write_label_table(tmp / "labels.yaml")
         _validate(out, patients, centers, seed, overwrite, workers)  # nothing appeared at `out` meanwhile
         _install(tmp, out)

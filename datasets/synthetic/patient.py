@@ -14,7 +14,15 @@ from harness.datasets.manifest import ANNOTATION_COLUMNS
 
 from . import tissues as T
 from .dicom_writer import PatientHeader, SeriesHeader, series_template, uid, write_slice
-from .label_export import TUMOUR_VALUE, node_value, object_mask, write_label_map
+from .label_export import (
+    TRUTH_FOLDERS,
+    TUMOUR_VALUE,
+    node_value,
+    object_mask,
+    segment_name,
+    write_label_map,
+    write_seg,
+)
 from .phantom import Phantom, draw_phantom
 from .render import (
     SliceGrid,
@@ -88,10 +96,16 @@ class _Writer:
     """Writes the series of one patient and collects the annotation rows."""
 
     def __init__(
-        self, root: Path, plan: PatientPlan, header: PatientHeader, cohort_key: str, label_maps: Path | None = None
+        self,
+        root: Path,
+        plan: PatientPlan,
+        header: PatientHeader,
+        cohort_key: str,
+        truth: Mapping[str, Path] | None = None,
     ) -> None:
         self.root, self.plan, self.header, self.key = root, plan, header, cohort_key
-        self.label_maps = label_maps  # the cohort's labels/ folder when its ground truth goes out as label maps
+        # Where the ground truth also goes, by format: "nifti" (label maps) and "seg" (DICOM-SEG) folders.
+        self.truth = dict(truth or {})
         self.n_files = 0
         self.n_bytes = 0
         self.annotations: list[dict[str, str]] = []
@@ -121,11 +135,15 @@ class _Writer:
         volumes: list[np.ndarray],
         b_values: list[int | None],
         interleaved: bool,
-    ) -> None:
-        """Write every slice of every b-value; InstanceNumber follows the vendor's acquisition order."""
+    ) -> list[Path]:
+        """Write every slice of every b-value; InstanceNumber follows the vendor's acquisition order.
+
+        Returns:
+            The first b-value's files in grid order (what a reader draws on)."""
         n = grid.positions.size
         order = _instance_order(n, grid.plane, self.plan.centre.axial_head_first)
         nb = len(volumes)
+        first: list[Path] = []
         for bi, (vol, b) in enumerate(zip(volumes, b_values, strict=True)):
             template = series_template(
                 centre=self.plan.centre, patient=self.header, series=header, grid=grid, b_value=b
@@ -137,9 +155,20 @@ class _Writer:
                     folder / f"{instance}.dcm", template, grid=grid, k=k, instance=instance, pixels=vol[k], sop_uid=sop
                 )
                 self.n_files += 1
+                if bi == 0:
+                    first.append(folder / f"{instance}.dcm")
+        return first
 
-    def boxes(self, sequences: tuple[str, ...], grid: SliceGrid, labels: np.ndarray, phantom: Phantom) -> None:
-        """Tumour boxes on every series; node boxes on axial series only."""
+    def boxes(
+        self,
+        sequences: tuple[str, ...],
+        grid: SliceGrid,
+        labels: np.ndarray,
+        phantom: Phantom,
+        series: tuple[SeriesHeader, list[Path]],
+    ) -> None:
+        """Tumour boxes on every series; node boxes on axial series only. ``series``: the annotated series' header
+        and first b-value files, for the ground truth as DICOM-SEG."""
         objects: list[tuple[str, str, str, tuple[int, ...], tuple]] = [
             ("tumour", "", "", (T.TUMOUR, T.TUMOUR_NECROSIS), phantom.tumour.shape.aabb())
         ]
@@ -148,8 +177,11 @@ class _Writer:
                 labels_of = (node.label, T.node_necrosis_label(node.index))
                 objects.append(("node", node.location, str(int(node.metastatic)), labels_of, node.shape.aabb()))
         pid = self.plan.patient_id
-        if self.label_maps is not None:  # the DWI's map serves ADC too (same grid), as its boxes do
-            self._label_map(self.label_maps / pid / f"{sequences[0]}.nii.gz", grid, labels, objects)
+        # The DWI's label map and SEG serve ADC too (same grid), as its boxes do.
+        if "nifti" in self.truth:
+            self._label_map(self.truth["nifti"] / pid / f"{sequences[0]}.nii.gz", grid, labels, objects)
+        if "seg" in self.truth:
+            self._seg(self.truth["seg"] / pid / f"{sequences[0]}.dcm", labels, objects, series)
         for kind, location, metastatic, label_set, aabb in objects:
             for k, x0, y0, x1, y1 in object_boxes(labels, grid, label_set, aabb):
                 position = f"{grid.slice_position(k):.3f}"
@@ -166,6 +198,24 @@ class _Writer:
             values[object_mask(labels, label_set)] = value
         write_label_map(path, grid, values)
 
+    def _seg(self, path: Path, labels: np.ndarray, objects: list, series: tuple[SeriesHeader, list[Path]]) -> None:
+        masks: dict[str, np.ndarray] = {}
+        for kind, location, metastatic, label_set, _ in objects:
+            name = segment_name(kind, location, metastatic == "1")
+            mask = object_mask(labels, label_set)
+            masks[name] = masks[name] | mask if name in masks else mask
+        header, sources = series
+        pid = self.plan.patient_id
+        write_seg(
+            path,
+            sources,
+            masks,
+            series_uid=uid(self.key, pid, "seg-series", header.number),
+            sop_uid=uid(self.key, pid, "seg", header.number),
+            series_number=1000 + header.number,
+            content_date=self.header.study_date,
+        )
+
 
 def generate_patient(
     dicom_root: Path,
@@ -175,7 +225,7 @@ def generate_patient(
     signal: float,
     cohort_key: str,
     planting: Mapping[str, float] | None = None,
-    label_maps: bool = False,
+    truth_formats: tuple[str, ...] = (),
 ) -> PatientResult:
     """Render and write one patient under ``dicom_root / patient_id``.
 
@@ -186,7 +236,8 @@ def generate_patient(
         signal: tumour-lnm effect size of the shared features (in planted mode the shared strength).
         cohort_key: text that makes the UIDs of this cohort unique.
         planting: planted mode: canonical per-sequence strengths (see planted.py); None for the default mode.
-        label_maps: also write the ground truth as label maps under ``dicom_root/../labels`` (label_export.py).
+        truth_formats: also write the ground truth as ``nifti`` label maps (``dicom_root/../labels``) and / or
+            ``seg`` DICOM-SEGs (``dicom_root/../labels-seg``), see label_export.py.
 
     Returns:
         A `PatientResult` with the manifest row, the annotation rows, and the number and size of the files.
@@ -208,7 +259,8 @@ def generate_patient(
     mr_ln = int(draw < MR_LN_SENSITIVITY) if plan.lnm else int(draw >= MR_LN_SPECIFICITY)
     pid = plan.patient_id
     header = PatientHeader(pid, age, uid(cohort_key, pid, "study"), uid(cohort_key, pid, "frame"), study_date)
-    out = _Writer(dicom_root, plan, header, cohort_key, dicom_root.parent / "labels" if label_maps else None)
+    truth = {f: dicom_root.parent / TRUTH_FOLDERS[f] for f in truth_formats}
+    out = _Writer(dicom_root, plan, header, cohort_key, truth)
     for protocol in centre.series:
         grid = make_grid(protocol, phantom)
         labels, mod = render_labels(phantom, grid)
@@ -227,7 +279,7 @@ def generate_patient(
                 1.0,
                 (0.4 * scale, 0.8 * scale),
             )
-            out.write(h, folder, grid, stored, list(centre.b_values), centre.dwi_interleaved)
+            dwi = (h, out.write(h, folder, grid, stored, list(centre.b_values), centre.dwi_interleaved))
             slope = centre.adc_rescale_slope
             adc = scanner_adc(stored[0], stored[-1], centre.b_values[-1], sigma, slope)
             h, folder = out.series(
@@ -239,7 +291,7 @@ def generate_patient(
                 (1500 / slope, 3000 / slope),
             )
             out.write(h, folder, grid, [adc], [None], False)
-            out.boxes(("DWI", "ADC"), grid, labels, phantom)
+            out.boxes(("DWI", "ADC"), grid, labels, phantom, dwi)
         else:
             noiseless = render_contrast(labels, mod, phantom.lut, protocol.contrast, factors)
             image = rician(noiseless * gain, sigma, noise)
@@ -251,7 +303,7 @@ def generate_patient(
                 1.0,
                 (0.45 * scale, 0.9 * scale),
             )
-            out.write(h, folder, grid, [image], [None], False)
-            out.boxes((protocol.sequence,), grid, labels, phantom)
+            written = out.write(h, folder, grid, [image], [None], False)
+            out.boxes((protocol.sequence,), grid, labels, phantom, (h, written))
     row = {"patient_id": pid, "center": centre.label, "lnm": str(plan.lnm), "mr_ln_status": str(mr_ln), "age": str(age)}
     return PatientResult(row, out.annotations, out.n_files, out.n_bytes)

@@ -55,6 +55,12 @@ def add_synth(commands) -> None:
         help="also write the ground truth as NIfTI label maps (labels/<patient>/<SEQUENCE>.nii.gz) with labels.yaml, "
         "the input `harness data import` reads",
     )
+    parser.add_argument(
+        "--seg",
+        action="store_true",
+        help="also write the ground truth as DICOM-SEGs referencing their series (labels-seg/<patient>/<SEQUENCE>.dcm)"
+        " with labels.yaml; import with `harness data import OUT --masks OUT/labels-seg`",
+    )
     parser.set_defaults(handler=_run_synth)
 
 
@@ -98,7 +104,7 @@ def _run_synth(args: argparse.Namespace) -> int:
             shared_signal=args.shared_signal,
             overwrite=args.overwrite,
             workers=args.workers,
-            label_maps=args.label_maps,
+            truth_formats=tuple(f for f, on in (("nifti", args.label_maps), ("seg", args.seg)) if on),
             progress=lambda done, total: bar.update(task, completed=done, total=total),
         )
     centres = ", ".join(f"centre {c}: {n} ({pos} LNM+)" for c, (n, pos) in summary.per_center.items())
@@ -144,13 +150,15 @@ def add_data(commands) -> None:
     check.set_defaults(handler=_run_check)
     importer = data_commands.add_parser(
         "import",
-        help="write annotations.csv from the label maps radiologists draw",
+        help="write annotations.csv from the label maps or DICOM-SEGs radiologists draw",
         description="Read the label maps of a dataset (NIfTI, NRRD or MHA: 3D Slicer, ITK-SNAP, PI-CAI, nnU-Net), "
-        "one per annotated series as ROOT/labels/<patient_id>/<SEQUENCE>.nii.gz, check that each lies on its DICOM "
+        "one per annotated series as ROOT/labels/<patient_id>/<SEQUENCE>.nii.gz, and DICOM-SEGs (OHIF, PACS "
+        "viewers) as ROOT/labels/<patient_id>/<name>.dcm, placed on the series they reference; check that each "
+        "label map lies on its DICOM "
         "series' voxel grid (another axis order or flipped axes are handled; a resampled or cropped mask is an "
         "error), and turn them into annotations.csv: per slice, one box around the tumour label and one around "
         "each node (3-D connected components of a node label). ROOT/labels.yaml says what each label value means "
-        "(docs/data-format.md). Everything is checked before anything is written.",
+        "and each SEG segment label means (docs/data-format.md). Everything is checked before anything is written.",
     )
     importer.add_argument("root", type=Path, help="dataset folder (manifest.csv, dicom/, labels/, labels.yaml)")
     importer.add_argument("--labels", type=Path, help="the label table (default: ROOT/labels.yaml)")
@@ -172,7 +180,7 @@ def _run_import(args: argparse.Namespace) -> int:
         raise FileExistsError(f"{out} exists; pass --overwrite to replace it (or --out to write elsewhere)")
     console = Console(stderr=True)
     report = import_label_maps(args.root, labels_file=args.labels, folder=args.masks, progress=True)
-    table = Table(title=f"Label maps imported from {args.masks or args.root / 'labels'}")
+    table = Table(title=f"Annotations imported from {args.masks or args.root / 'labels'}")
     for column in ("patient", "sequence", "tumour slices", "nodes (met.)", "nodes (benign)", "boxes"):
         table.add_column(column, justify="left" if column in ("patient", "sequence") else "right")
     for row in report.per_file:
@@ -186,10 +194,10 @@ def _run_import(args: argparse.Namespace) -> int:
         )
     console.print(table)
     if args.dry_run:
-        console.print(f"dry run: {len(report.rows)} boxes from {len(report.per_file)} label maps; nothing written")
+        console.print(f"dry run: {len(report.rows)} boxes from {len(report.per_file)} files; nothing written")
         return 0
     write_annotations(report, out, overwrite=args.overwrite)
-    console.print(f"[green]wrote[/] {out}: {len(report.rows)} boxes from {len(report.per_file)} label maps")
+    console.print(f"[green]wrote[/] {out}: {len(report.rows)} boxes from {len(report.per_file)} files")
     return 0
 
 

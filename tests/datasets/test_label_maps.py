@@ -15,6 +15,7 @@ import pydicom
 import pytest
 import SimpleITK as sitk
 import yaml
+from pydicom.uid import generate_uid
 
 from harness.datasets.errors import DataError
 from harness.datasets.importer import import_label_maps
@@ -51,7 +52,7 @@ def assert_same_boxes(expected: dict, got: dict, within: int = 1) -> None:
 @pytest.fixture(scope="module")
 def cohort(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("labelmaps") / "cohort"
-    generate_cohort(out, patients=3, centers=2, seed=5, label_maps=True)
+    generate_cohort(out, patients=3, centers=2, seed=5, truth_formats=("nifti", "seg"))
     return out
 
 
@@ -275,3 +276,74 @@ def test_cli_dry_run_writes_nothing_and_an_existing_file_is_kept(oblique):
     with (root / "annotations.csv").open() as handle:
         assert box_set(csv.DictReader(handle)) == expected
     assert not list(root.glob(".annotations.csv.partial-*"))
+
+
+# --- DICOM-SEG ---------------------------------------------------------------------------------------------------
+
+
+def test_synth_segs_import_back_to_the_cohorts_boxes(cohort):
+    """highdicom's SEGs, DWI ones drawn on the b0 images: the boxes land on the same slices of the b800 image."""
+    report = import_label_maps(cohort, folder=cohort / "labels-seg")
+    assert box_set(report.rows) == cohort_boxes(cohort)
+
+
+def seg_of(series_files: list[Path], masks: dict[str, np.ndarray], path: Path) -> Path:
+    """A SEG written by highdicom from the test's masks, frames in the order of ``series_files``."""
+    from harness.datasets.synthetic.label_export import write_seg
+
+    write_seg(
+        path,
+        series_files,
+        masks,
+        series_uid=generate_uid(),
+        sop_uid=generate_uid(),
+        series_number=99,
+        content_date="20260101",
+    )
+    return path
+
+
+def oblique_files(root: Path) -> list[Path]:
+    """P01's oblique T2WI files in slice order (write_series names them by slice)."""
+    return sorted((root / "dicom" / "P01" / "T2WI").iterdir())
+
+
+def test_a_seg_on_the_oblique_series_gives_the_painted_boxes(oblique):
+    root, expected = oblique
+    labels = painted()
+    masks = {"tumour": labels == 1, "node mesorectal metastatic": labels == 4, "node mesorectal benign": labels == 5}
+    (root / "labels.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "labels": {
+                    **TABLE["labels"],
+                    **{
+                        "tumour": "tumour",
+                        "node mesorectal metastatic": TABLE["labels"][4],
+                        "node mesorectal benign": TABLE["labels"][5],
+                    },
+                }
+            }
+        )
+    )
+    seg_of(oblique_files(root), masks, root / "labels" / "P01" / "drawn-in-ohif.dcm")
+    report = import_label_maps(root)
+    assert box_set(report.rows) == expected
+    assert report.per_file[0]["sequence"] == "T2WI"  # from the series the SEG references
+
+
+def test_seg_errors_name_the_file(oblique):
+    root, _ = oblique
+    path = seg_of(oblique_files(root), {"lesion": painted() == 1}, root / "labels" / "P01" / "s.dcm")
+    with pytest.raises(DataError, match=r"segment label\(s\) \['lesion'\] are not in labels.yaml"):
+        import_label_maps(root)
+    (root / "labels" / "P02").mkdir()
+    path.rename(root / "labels" / "P02" / "s.dcm")  # filed under another patient
+    (root / "labels.yaml").write_text(yaml.safe_dump({"labels": {"lesion": "tumour"}}))
+    with pytest.raises(DataError, match="is in the folder of 'P02' but segments a series of 'P01'"):
+        import_label_maps(root)
+    shutil.move(root / "labels" / "P02" / "s.dcm", root / "labels" / "P01" / "s.dcm")
+    write_mask(root, sitk_mask((painted() == 1).astype(np.uint8)))
+    (root / "labels.yaml").write_text(yaml.safe_dump({"labels": {"lesion": "tumour", 1: "tumour"}}))
+    with pytest.raises(DataError, match="annotates T2WI of 'P01', as .* does"):
+        import_label_maps(root)
