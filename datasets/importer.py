@@ -21,7 +21,7 @@ import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
-from .dicom_annotations import read_seg
+from .dicom_annotations import read_rtstruct, read_seg
 from .errors import DataError
 from .index import index_dataset
 from .label_maps import (
@@ -112,7 +112,7 @@ def find_label_maps(folder: Path) -> list[LabelMapFile]:
         relative = path.relative_to(folder)
         suffix = label_map_suffix(path)
         if len(relative.parts) == 2 and path.suffix.lower() == ".dcm":
-            found.append(LabelMapFile(relative.parts[0], None, path))  # DICOM-SEG: its series says the sequence
+            found.append(LabelMapFile(relative.parts[0], None, path))  # SEG or RTSTRUCT: its series says the sequence
             continue
         if len(relative.parts) != 2 or suffix is None:
             raise DataError(
@@ -148,10 +148,20 @@ class ImportReport:
         return buffer.getvalue()
 
 
+def _modality(path: Path) -> str:
+    import pydicom
+
+    try:
+        return str(pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["Modality"]).get("Modality", ""))
+    except Exception as exc:  # pydicom raises assorted types on a file that is not DICOM
+        raise DataError(str(path), f"not a readable DICOM file ({type(exc).__name__}: {exc})") from None
+
+
 def _objects_of(index, table, item: LabelMapFile) -> tuple[str, Volume, list[tuple[LabelMeaning, np.ndarray]]]:
     """(sequence, the series' volume, the annotated objects) of one file."""
     if item.sequence is None:
-        sequence, volume, masks = read_seg(item.path, index, item.patient_id, table)
+        reader = read_rtstruct if _modality(item.path) == "RTSTRUCT" else read_seg
+        sequence, volume, masks = reader(item.path, index, item.patient_id, table)
         return sequence, volume, split_nodes(masks)
     volume = load_sequence(index, item.patient_id, item.sequence)
     series = f"{item.sequence} of patient {item.patient_id!r}, series '{volume.series_description}'"

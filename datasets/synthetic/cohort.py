@@ -214,7 +214,7 @@ def generate_cohort(
         progress: called as ``progress(done, total)`` after each patient.
         workers: processes rendering patients in parallel (the files are the same for any value).
         truth_formats: also write the ground truth, with ``labels.yaml``, as ``nifti`` label maps
-            (``labels/<patient>/<SEQUENCE>.nii.gz``) and / or ``seg`` DICOM-SEGs
+            (``labels/<patient>/<SEQUENCE>.nii.gz``) and / or ``seg`` DICOM-SEGs and / or ``rtstruct`` RT structure sets
             (``labels-seg/<patient>/<SEQUENCE>.dcm``), see label_export.py: the input of ``harness data import``.
 
     Returns:

@@ -1,4 +1,6 @@
-"""The cohort's ground truth as label maps (``harness synth --label-maps``): what a radiologist's masks would be.
+"""The cohort's ground truth as a radiologist's masks would be: label maps (``harness synth --label-maps``),
+DICOM-SEG (``--seg``, highdicom) and RT structure sets (``--rtstruct``, pydicom; contours by contourpy's marching
+squares at level 0.5 of each slice's mask, so that filling them by the pixel-centre rule gives the mask back).
 
 Each annotated series gets ``labels/<patient_id>/<SEQUENCE>.nii.gz``, written by SimpleITK on the series' own grid
 in the order the slices were rendered (sagittal stacks run against the DICOM slice normal, so an importer must
@@ -20,7 +22,9 @@ from harness.datasets.manifest import NODE_LOCATIONS
 from .render import SliceGrid
 
 TUMOUR_VALUE = 1
-TRUTH_FOLDERS = {"nifti": "labels", "seg": "labels-seg"}  # format -> folder in the cohort
+TRUTH_FOLDERS = {"nifti": "labels", "seg": "labels-seg", "rtstruct": "labels-rtstruct"}  # format -> cohort folder
+RT_STRUCTURE_SET_STORAGE = "1.2.840.10008.5.1.4.1.1.481.3"
+STUDY_COMPONENT_MANAGEMENT = "1.2.840.10008.3.1.2.3.1"
 
 
 def node_value(location: str, metastatic: bool) -> int:
@@ -121,3 +125,118 @@ def write_seg(
             setattr(seg, keyword, content_date if keyword.endswith("Date") else "120000")
     path.parent.mkdir(parents=True, exist_ok=True)
     seg.save_as(path)
+
+
+def mask_contours(mask: np.ndarray) -> list[np.ndarray]:
+    """Closed contours (N x 2, row and column in pixel indices) around a 2-D mask, holes as separate contours."""
+    import contourpy
+
+    padded = np.pad(mask.astype(np.float64), 1)  # closed lines even where the mask touches the border
+    generator = contourpy.contour_generator(z=padded, line_type="Separate")
+    return [line[:, ::-1] - 1.0 for line in generator.lines(0.5)]  # (x=column, y=row) -> (row, column), unpad
+
+
+def _item(**attributes):
+    from pydicom.dataset import Dataset
+
+    item = Dataset()
+    for keyword, value in attributes.items():
+        setattr(item, keyword, value)
+    return item
+
+
+def write_rtstruct(
+    path: Path,
+    sources: list[Path],
+    grid: SliceGrid,
+    masks: dict[str, np.ndarray],
+    *,
+    series_uid: str,
+    sop_uid: str,
+    content_date: str,
+) -> None:
+    """Write an RT Structure Set with one ROI per name of ``masks`` ((slices, rows, columns) in the order of
+    ``sources``), the masks' contours (`mask_contours`) in patient mm on each slice's plane."""
+    row_dir, col_dir = np.asarray(grid.orientation[:3]), np.asarray(grid.orientation[3:])
+    contours: dict[str, list[tuple[int, np.ndarray]]] = {}
+    for name, mask in masks.items():
+        for k in np.nonzero(mask.any(axis=(1, 2)))[0]:
+            origin = np.asarray(grid.ipp(int(k)))
+            for line in mask_contours(mask[k]):
+                columns_mm, rows_mm = line[:, 1] * grid.pixel_mm, line[:, 0] * grid.pixel_mm
+                points = origin + np.outer(columns_mm, row_dir) + np.outer(rows_mm, col_dir)
+                contours.setdefault(name, []).append((int(k), points))
+    write_rtstruct_contours(path, sources, contours, series_uid=series_uid, sop_uid=sop_uid, content_date=content_date)
+
+
+def write_rtstruct_contours(
+    path: Path,
+    sources: list[Path],
+    contours: dict[str, list[tuple[int, np.ndarray]]],
+    *,
+    series_uid: str,
+    sop_uid: str,
+    content_date: str,
+) -> None:
+    """Write an RT Structure Set (pydicom): per ROI name, closed planar contours ``(index of the source image,
+    N x 3 points in patient mm)``, each referencing its image; nothing when there are no contours."""
+    import pydicom
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian
+
+    if not any(contours.values()):
+        return
+    images = [pydicom.dcmread(source, stop_before_pixels=True) for source in sources]
+    first = images[0]
+    frame_of_reference = first.get("FrameOfReferenceUID", "")
+    ds = pydicom.Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.MediaStorageSOPClassUID = RT_STRUCTURE_SET_STORAGE
+    ds.file_meta.MediaStorageSOPInstanceUID = sop_uid
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.SOPClassUID, ds.SOPInstanceUID, ds.Modality = RT_STRUCTURE_SET_STORAGE, sop_uid, "RTSTRUCT"
+    copied = ("PatientID", "PatientName", "PatientBirthDate", "PatientSex", "StudyInstanceUID", "StudyDate")
+    copied += ("StudyTime", "StudyID", "AccessionNumber", "ReferringPhysicianName", "FrameOfReferenceUID")
+    for keyword in copied:
+        setattr(ds, keyword, first.get(keyword, ""))
+    ds.SeriesInstanceUID, ds.SeriesNumber = series_uid, 1
+    ds.StructureSetLabel, ds.StructureSetDate, ds.StructureSetTime = "truth", content_date, "120000"
+    ds.Manufacturer = "lnm-harness"
+    references = [_item(ReferencedSOPClassUID=i.SOPClassUID, ReferencedSOPInstanceUID=i.SOPInstanceUID) for i in images]
+    series = _item(SeriesInstanceUID=first.SeriesInstanceUID, ContourImageSequence=references)
+    study = _item(
+        ReferencedSOPClassUID=STUDY_COMPONENT_MANAGEMENT,
+        ReferencedSOPInstanceUID=first.StudyInstanceUID,
+        RTReferencedSeriesSequence=[series],
+    )
+    ds.ReferencedFrameOfReferenceSequence = [
+        _item(FrameOfReferenceUID=frame_of_reference, RTReferencedStudySequence=[study])
+    ]
+    rois, rt_contours, observations = [], [], []
+    for number, (name, lines) in enumerate(((n, c) for n, c in contours.items() if c), start=1):
+        rois.append(
+            _item(
+                ROINumber=number,
+                ReferencedFrameOfReferenceUID=frame_of_reference,
+                ROIName=name,
+                ROIGenerationAlgorithm="MANUAL",
+            )
+        )
+        items = [
+            _item(
+                ContourGeometricType="CLOSED_PLANAR",
+                NumberOfContourPoints=len(points),
+                ContourData=[f"{v:.4f}" for v in np.asarray(points).ravel()],
+                ContourImageSequence=[references[k]],
+            )
+            for k, points in lines
+        ]
+        rt_contours.append(_item(ReferencedROINumber=number, ROIDisplayColor=[255, 0, 0], ContourSequence=items))
+        kind = "GTV" if name == "tumour" else "ORGAN"
+        observations.append(
+            _item(ObservationNumber=number, ReferencedROINumber=number, RTROIInterpretedType=kind, ROIInterpreter="")
+        )
+    ds.StructureSetROISequence, ds.ROIContourSequence = rois, rt_contours
+    ds.RTROIObservationsSequence = observations
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ds.save_as(path, enforce_file_format=True)

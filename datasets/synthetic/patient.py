@@ -21,6 +21,7 @@ from .label_export import (
     object_mask,
     segment_name,
     write_label_map,
+    write_rtstruct,
     write_seg,
 )
 from .phantom import Phantom, draw_phantom
@@ -180,8 +181,8 @@ class _Writer:
         # The DWI's label map and SEG serve ADC too (same grid), as its boxes do.
         if "nifti" in self.truth:
             self._label_map(self.truth["nifti"] / pid / f"{sequences[0]}.nii.gz", grid, labels, objects)
-        if "seg" in self.truth:
-            self._seg(self.truth["seg"] / pid / f"{sequences[0]}.dcm", labels, objects, series)
+        if "seg" in self.truth or "rtstruct" in self.truth:
+            self._dicom_truth(pid, sequences[0], grid, labels, objects, series)
         for kind, location, metastatic, label_set, aabb in objects:
             for k, x0, y0, x1, y1 in object_boxes(labels, grid, label_set, aabb):
                 position = f"{grid.slice_position(k):.3f}"
@@ -198,23 +199,37 @@ class _Writer:
             values[object_mask(labels, label_set)] = value
         write_label_map(path, grid, values)
 
-    def _seg(self, path: Path, labels: np.ndarray, objects: list, series: tuple[SeriesHeader, list[Path]]) -> None:
+    def _dicom_truth(
+        self, pid: str, sequence: str, grid: SliceGrid, labels: np.ndarray, objects: list, series: tuple
+    ) -> None:
+        """The series' truth as a DICOM-SEG and / or an RTSTRUCT, one segment / ROI per class."""
         masks: dict[str, np.ndarray] = {}
         for kind, location, metastatic, label_set, _ in objects:
             name = segment_name(kind, location, metastatic == "1")
             mask = object_mask(labels, label_set)
             masks[name] = masks[name] | mask if name in masks else mask
         header, sources = series
-        pid = self.plan.patient_id
-        write_seg(
-            path,
-            sources,
-            masks,
-            series_uid=uid(self.key, pid, "seg-series", header.number),
-            sop_uid=uid(self.key, pid, "seg", header.number),
-            series_number=1000 + header.number,
-            content_date=self.header.study_date,
-        )
+        date = self.header.study_date
+        if "seg" in self.truth:
+            write_seg(
+                self.truth["seg"] / pid / f"{sequence}.dcm",
+                sources,
+                masks,
+                series_uid=uid(self.key, pid, "seg-series", header.number),
+                sop_uid=uid(self.key, pid, "seg", header.number),
+                series_number=1000 + header.number,
+                content_date=date,
+            )
+        if "rtstruct" in self.truth:
+            write_rtstruct(
+                self.truth["rtstruct"] / pid / f"{sequence}.dcm",
+                sources,
+                grid,
+                masks,
+                series_uid=uid(self.key, pid, "rtstruct-series", header.number),
+                sop_uid=uid(self.key, pid, "rtstruct", header.number),
+                content_date=date,
+            )
 
 
 def generate_patient(

@@ -61,6 +61,12 @@ def add_synth(commands) -> None:
         help="also write the ground truth as DICOM-SEGs referencing their series (labels-seg/<patient>/<SEQUENCE>.dcm)"
         " with labels.yaml; import with `harness data import OUT --masks OUT/labels-seg`",
     )
+    parser.add_argument(
+        "--rtstruct",
+        action="store_true",
+        help="also write the ground truth as RT structure sets of contours (labels-rtstruct/<patient>/<SEQUENCE>.dcm) "
+        "with labels.yaml; import with `harness data import OUT --masks OUT/labels-rtstruct`",
+    )
     parser.set_defaults(handler=_run_synth)
 
 
@@ -104,7 +110,9 @@ def _run_synth(args: argparse.Namespace) -> int:
             shared_signal=args.shared_signal,
             overwrite=args.overwrite,
             workers=args.workers,
-            truth_formats=tuple(f for f, on in (("nifti", args.label_maps), ("seg", args.seg)) if on),
+            truth_formats=tuple(
+                f for f, on in (("nifti", args.label_maps), ("seg", args.seg), ("rtstruct", args.rtstruct)) if on
+            ),
             progress=lambda done, total: bar.update(task, completed=done, total=total),
         )
     centres = ", ".join(f"centre {c}: {n} ({pos} LNM+)" for c, (n, pos) in summary.per_center.items())
@@ -153,16 +161,18 @@ def add_data(commands) -> None:
         help="write annotations.csv from the label maps or DICOM-SEGs radiologists draw",
         description="Read the label maps of a dataset (NIfTI, NRRD or MHA: 3D Slicer, ITK-SNAP, PI-CAI, nnU-Net), "
         "one per annotated series as ROOT/labels/<patient_id>/<SEQUENCE>.nii.gz, and DICOM-SEGs (OHIF, PACS "
-        "viewers) as ROOT/labels/<patient_id>/<name>.dcm, placed on the series they reference; check that each "
+        "viewers) or RT structure sets (contours) as ROOT/labels/<patient_id>/<name>.dcm, placed on the series "
+        "they reference; check that each "
         "label map lies on its DICOM "
         "series' voxel grid (another axis order or flipped axes are handled; a resampled or cropped mask is an "
         "error), and turn them into annotations.csv: per slice, one box around the tumour label and one around "
         "each node (3-D connected components of a node label). ROOT/labels.yaml says what each label value means "
-        "and each SEG segment label means (docs/data-format.md). Everything is checked before anything is written.",
+        "and each SEG segment label or RTSTRUCT ROI name means (docs/data-format.md). Everything is checked before "
+        "anything is written.",
     )
     importer.add_argument("root", type=Path, help="dataset folder (manifest.csv, dicom/, labels/, labels.yaml)")
     importer.add_argument("--labels", type=Path, help="the label table (default: ROOT/labels.yaml)")
-    importer.add_argument("--masks", type=Path, help="the label-map folder (default: ROOT/labels)")
+    importer.add_argument("--masks", type=Path, help="the folder of label maps, SEGs and RTSTRUCTs (default: ROOT/labels)")
     importer.add_argument("--out", type=Path, help="where to write (default: ROOT/annotations.csv)")
     importer.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     importer.add_argument("--dry-run", action="store_true", help="read, check and summarise; write nothing")

@@ -19,11 +19,13 @@ from pydicom.uid import generate_uid
 
 from harness.datasets.errors import DataError
 from harness.datasets.importer import import_label_maps
+from harness.datasets.label_maps import LabelMeaning
 from harness.datasets.synthetic import generate_cohort
 from tests.datasets.minidata import write_dataset
 from tests.dicom_factory import unit_normal, write_series
 
 BOX_COLUMNS = ("x_min", "y_min", "x_max", "y_max")
+TABLE_MEANING_TUMOUR = LabelMeaning("tumour")
 
 
 def box_set(rows, sequences=("T2WI", "CET1WI", "DWI")) -> dict[tuple, list[tuple[int, ...]]]:
@@ -52,7 +54,7 @@ def assert_same_boxes(expected: dict, got: dict, within: int = 1) -> None:
 @pytest.fixture(scope="module")
 def cohort(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("labelmaps") / "cohort"
-    generate_cohort(out, patients=3, centers=2, seed=5, truth_formats=("nifti", "seg"))
+    generate_cohort(out, patients=3, centers=2, seed=5, truth_formats=("nifti", "seg", "rtstruct"))
     return out
 
 
@@ -346,4 +348,96 @@ def test_seg_errors_name_the_file(oblique):
     write_mask(root, sitk_mask((painted() == 1).astype(np.uint8)))
     (root / "labels.yaml").write_text(yaml.safe_dump({"labels": {"lesion": "tumour", 1: "tumour"}}))
     with pytest.raises(DataError, match="annotates T2WI of 'P01', as .* does"):
+        import_label_maps(root)
+
+
+# --- RTSTRUCT ----------------------------------------------------------------------------------------------------
+
+
+def test_synth_rtstructs_import_back_to_the_cohorts_boxes(cohort):
+    """Contours by marching squares (contourpy) around the truth, filled back by the pixel-centre rule."""
+    report = import_label_maps(cohort, folder=cohort / "labels-rtstruct")
+    assert box_set(report.rows) == cohort_boxes(cohort)
+
+
+def to_patient_mm(k: int, rows_cols: np.ndarray) -> np.ndarray:
+    """(row, column) pixel coordinates on slice k of the oblique series -> patient mm (the DICOM geometry)."""
+    row_dir, col_dir, normal = np.array(OBLIQUE[:3]), np.array(OBLIQUE[3:]), unit_normal(OBLIQUE)
+    origin = ORIGIN + k * SLICE * normal
+    return origin + np.outer(rows_cols[:, 1] * PIXEL[1], row_dir) + np.outer(rows_cols[:, 0] * PIXEL[0], col_dir)
+
+
+def pil_mask(rows_cols: np.ndarray) -> np.ndarray:
+    """The polygon rasterised by Pillow (an independent rasteriser; it also takes pixels its edges cross)."""
+    from PIL import Image, ImageDraw
+
+    image = Image.new("1", (SHAPE[2], SHAPE[1]), 0)
+    ImageDraw.Draw(image).polygon([(float(c), float(r)) for r, c in rows_cols], fill=1, outline=1)
+    return np.array(image, dtype=bool)
+
+
+def ellipse(centre_row: float, centre_col: float, radius_rows: float, radius_cols: float) -> np.ndarray:
+    angles = np.linspace(0, 2 * np.pi, 40, endpoint=False)
+    return np.c_[centre_row + radius_rows * np.sin(angles), centre_col + radius_cols * np.cos(angles)]
+
+
+def write_rt(root: Path, contours: dict[str, list[tuple[int, np.ndarray]]]) -> Path:
+    from harness.datasets.synthetic.label_export import write_rtstruct_contours
+
+    path = root / "labels" / "P01" / "rt.dcm"
+    write_rtstruct_contours(
+        path, oblique_files(root), contours, series_uid=generate_uid(), sop_uid=generate_uid(), content_date="20260101"
+    )
+    return path
+
+
+def test_rtstruct_contours_on_an_oblique_series_match_an_independent_rasteriser(oblique):
+    root, _ = oblique
+    (root / "labels.yaml").write_text(yaml.safe_dump({"labels": {"tumour": "tumour", "node": TABLE["labels"][4]}}))
+    tumour = {k: ellipse(12.3, 15.7, 5.2 + k, 7.4) for k in (1, 2, 3)}
+    node = ellipse(22.0, 30.0, 2.5, 3.1)
+    write_rt(
+        root,
+        {
+            "tumour": [(k, to_patient_mm(k, ring)) for k, ring in tumour.items()],
+            "node": [(4, to_patient_mm(4, node)), (5, to_patient_mm(5, node))],
+        },
+    )
+    report = import_label_maps(root)
+    got = {(r["kind"], float(r["slice_position_mm"])): [int(r[c]) for c in BOX_COLUMNS] for r in report.rows}
+    base = float(unit_normal(OBLIQUE) @ ORIGIN)
+    for k, ring in [*tumour.items(), (4, node), (5, node)]:
+        mask = pil_mask(ring)
+        rows, cols = np.nonzero(mask.any(axis=1))[0], np.nonzero(mask.any(axis=0))[0]
+        expected = [cols[0], rows[0], cols[-1] + 1, rows[-1] + 1]
+        kind = "tumour" if k in tumour else "node"
+        box = got[(kind, round(base + k * SLICE, 3))]
+        assert max(abs(a - b) for a, b in zip(box, expected, strict=True)) <= 1, (k, box, expected)
+    assert sum(r["kind"] == "node" for r in report.rows) == 2 and report.per_file[0]["nodes_metastatic"] == 1
+
+
+def test_a_contour_inside_another_is_a_hole(oblique):
+    from harness.datasets.dicom_annotations import read_rtstruct
+    from harness.datasets.index import index_dataset
+
+    root, _ = oblique
+    outer, inner = ellipse(15, 18, 10, 12), ellipse(15, 18, 4, 5)
+    path = write_rt(root, {"tumour": [(2, to_patient_mm(2, outer)), (2, to_patient_mm(2, inner))]})
+    index = index_dataset(root, required=(), with_annotations=False)
+    _, _, [(_, mask)] = read_rtstruct(path, index, "P01", {"tumour": TABLE_MEANING_TUMOUR})
+    assert mask[2, 15, 18] == 0 and mask[2, 15, 8] == 1  # the centre is the hole, the ring is filled
+    ring = pil_mask(outer) & ~pil_mask(inner)
+    assert abs(int(mask[2].sum()) - int(ring.sum())) <= 0.15 * ring.sum()  # Pillow also takes the edge pixels
+
+
+def test_a_contour_off_the_slice_planes_is_an_error(oblique):
+    root, _ = oblique
+    (root / "labels.yaml").write_text(yaml.safe_dump({"labels": {"tumour": "tumour"}}))
+    points = to_patient_mm(2, ellipse(12, 15, 4, 4)) + 0.4 * SLICE * unit_normal(OBLIQUE)  # between slices 2 and 3
+    path = write_rt(root, {"tumour": [(2, points)]})
+    with pytest.raises(DataError, match="not in a slice plane of the series") as info:
+        import_label_maps(root)
+    assert str(path) in str(info.value)
+    (root / "labels.yaml").write_text(yaml.safe_dump({"labels": {"GTV": "tumour"}}))
+    with pytest.raises(DataError, match=r"ROI name\(s\) \['tumour'\] are not in labels.yaml"):
         import_label_maps(root)
