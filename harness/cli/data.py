@@ -172,7 +172,7 @@ def add_data(commands) -> None:
     )
     importer.add_argument("root", type=Path, help="dataset folder (manifest.csv, dicom/, labels/, labels.yaml)")
     importer.add_argument("--labels", type=Path, help="the label table (default: ROOT/labels.yaml)")
-    importer.add_argument("--masks", type=Path, help="the folder of label maps, SEGs and RTSTRUCTs (default: ROOT/labels)")
+    importer.add_argument("--masks", type=Path, help="label maps, SEGs, RTSTRUCTs (default: ROOT/labels)")
     importer.add_argument("--out", type=Path, help="where to write (default: ROOT/annotations.csv)")
     importer.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     importer.add_argument("--dry-run", action="store_true", help="read, check and summarise; write nothing")
