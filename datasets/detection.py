@@ -38,7 +38,7 @@ def class_names(label_mode: str) -> list[str]:
     return ["background", *NODE_LOCATIONS] if label_mode == "location" else ["background", "metastatic_node"]
 
 
-def _resize_volume(
+def resize_volume(
     pixels: np.ndarray, image_size: int, pixel_spacing: tuple[float, float], spacing_mm: float | None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Z-scored slices resized to ``image_size`` squared, and the box transform ``(sx, sy, ox, oy)``.
@@ -155,7 +155,7 @@ class NodeSliceDataset(Dataset):
 
         def build():
             volume = load_sequence(index, patient_id, self.sequence, volume_cache)
-            slices, box_transform = _resize_volume(
+            slices, box_transform = resize_volume(
                 volume.pixels, self.image_size, volume.pixel_spacing, self.spacing_mm
             )
             arrays = {

@@ -164,6 +164,36 @@ def _dicom_files(root: Path) -> tuple[list[Path], list[str], list[Problem]]:
     return sorted(files), sorted(ignored), problems
 
 
+def scan_series(folder: Path, rules: SequenceRules | None = None, progress: bool = False) -> list[SeriesInfo]:
+    """The series of a DICOM folder that is not a dataset (one study from a PACS export, say), with sequences.
+
+    Every regular file under ``folder`` except hidden files and DICOMDIRs is read as DICOM.
+
+    Raises:
+        DataError: naming the first file or folder that cannot be read, or a series that mixes patients.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(str(folder), "not a folder")
+    files, problems = [], []
+
+    def unreadable(error: OSError) -> None:
+        problems.append(Problem(Severity.ERROR, str(error.filename), f"folder cannot be read ({error.strerror})"))
+
+    for current, folders, names in os.walk(folder, onerror=unreadable):
+        folders.sort()
+        files += [
+            Path(current) / n for n in names if not n.startswith(".") and n.upper() != "DICOMDIR"
+        ]
+    headers, file_problems = _read_headers(sorted(files), progress)
+    series, series_problems = _group_series(headers, rules or SequenceRules())
+    for problem in problems + file_problems + series_problems:
+        raise DataError(problem.where, problem.message)
+    if not series:
+        raise DataError(str(folder), "holds no DICOM images")
+    return series
+
+
 def _read_headers(files: list[Path], progress: bool) -> tuple[list[SliceHeader], list[Problem]]:
     headers: list[SliceHeader] = []
     problems: list[Problem] = []

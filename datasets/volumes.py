@@ -100,19 +100,28 @@ def load_sequence(index: DatasetIndex, patient_id: str, sequence: str, cache: Ar
             )
         return compute_adc(dwi[b_values[0]], dwi[b_values[-1]])
     volumes = load_series_cached(index.series_of(patient_id, sequence), cache)
+    return pick_volume(volumes, sequence, f"patient {patient_id!r}")
+
+
+def pick_volume(volumes: dict[float | None, Volume], sequence: str, where: str) -> Volume:
+    """The volume of ``sequence`` among a series' volumes by b-value: DWI's highest b-value (above 0), else the one.
+
+    Raises:
+        DataError: naming ``where`` when DWI has no b-value above 0, or another sequence holds several b-values.
+    """
     if sequence == "DWI":
         b_values = sorted(b for b in volumes if b is not None)
         if not b_values:
-            raise DataError(f"patient {patient_id!r}", "the DWI series has no b-value in any header")
+            raise DataError(where, "the DWI series has no b-value in any header")
         if b_values[-1] <= 0:
             raise DataError(
-                f"patient {patient_id!r}",
+                where,
                 f"the DWI series has only b={b_values[-1]:g} images: no diffusion weighting to read (its high-b "
                 "frames are missing, or filed as another series)",
             )
         return volumes[b_values[-1]]
     if len(volumes) != 1:
-        raise DataError(f"patient {patient_id!r}", f"the {sequence} series holds several b-values {list(volumes)}")
+        raise DataError(where, f"the {sequence} series holds several b-values {list(volumes)}")
     return next(iter(volumes.values()))
 
 

@@ -11,6 +11,7 @@ from harness import __version__
 
 from .bench import add_bench
 from .data import add_data, add_synth
+from .predict import add_predict
 from .sweep import add_compare, add_run
 from .train import add_train
 
@@ -23,6 +24,7 @@ examples:
   harness train examples/train_detector.yaml --set train.epochs=2   a Lu 2018 detector, with an override
   harness run examples/sweep.yaml                              a sweep with Ray Tune, tracked in ./mlflow.db
   harness compare                                              the latest sweep's comparison table and report
+  harness predict runs/lu2018-dwi/checkpoints/best.pt STUDY/ --out preds/ --dicom   a detector on a new study
 
 The dataset layout (manifest.csv, annotations.csv, dicom/) is described in README.md and docs/data-format.md.
 """
@@ -46,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_run(commands)
     add_compare(commands)
     add_bench(commands)
+    add_predict(commands)
     return parser
 
 

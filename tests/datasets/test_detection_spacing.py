@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from harness.datasets.detection import NodeSliceDataset, _resize_volume
+from harness.datasets.detection import NodeSliceDataset, resize_volume
 from harness.datasets.index import index_dataset
 from harness.datasets.volumes import load_sequence
 from tests.datasets.minidata import write_dataset
@@ -63,12 +63,12 @@ def test_same_physical_size_whatever_the_grid():
     """Rows and columns follow their own spacing (DICOM order: between rows, between columns)."""
     pixels = np.zeros((1, 30, 40), dtype=np.float32)
     pixels[0, 10:20, 10:20] = 1.0  # a 10 x 10 pixel square: 20 mm tall, 10 mm wide with (2.0, 1.0) mm pixels
-    slices, (sx, sy, ox, oy) = _resize_volume(pixels, 64, (2.0, 1.0), 1.0)
+    slices, (sx, sy, ox, oy) = resize_volume(pixels, 64, (2.0, 1.0), 1.0)
     assert (sx, sy) == (1.0, 2.0) and (ox, oy) == (12, 2)  # 60 rows x 40 columns on a 64 x 64 canvas
     bright = np.argwhere(slices[0] > slices[0].max() / 2)
     height, width = bright.max(0) - bright.min(0) + 1
     assert (height, width) == (20, 10)
-    stretched, transform = _resize_volume(pixels, 64, (2.0, 1.0), None)  # the old behaviour: fill the square
+    stretched, transform = resize_volume(pixels, 64, (2.0, 1.0), None)  # the old behaviour: fill the square
     assert stretched.shape == (1, 64, 64) and tuple(transform) == (64 / 40, 64 / 30, 0, 0)
 
 

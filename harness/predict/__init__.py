@@ -1,0 +1,110 @@
+"""``harness predict``: a trained checkpoint on new studies (`studies`), run (`run`), written out (`outputs`).
+
+Nothing goes to MLflow: predictions stay on the user's machine, under ``--out``, named by the input's patient ids.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness.inference import InferenceOptions
+
+from .outputs import write_overlays, write_predictions, write_seg, write_summary
+from .run import PatientPrediction, Runner
+from .studies import is_dataset, studies_of
+
+__all__ = ["PredictOptions", "predict"]
+
+
+@dataclass(frozen=True)
+class PredictOptions:
+    """How `predict` runs and what it writes."""
+
+    inference: InferenceOptions = InferenceOptions()
+    batch_size: int = 8
+    threshold: float = 0.5  # detections at or above it get overlays and go into the DICOM-SEG
+    overlays: bool = True
+    dicom: bool = False
+    patients: list[str] | None = None
+
+
+def _check_out(out: Path) -> None:
+    if out.exists() and any(out.iterdir()):
+        raise FileExistsError(f"{out} exists and is not empty: choose another --out, or empty it")
+
+
+def predict(
+    checkpoint: Path, source: Path, out: Path, options: PredictOptions, progress=None
+) -> list[PatientPrediction]:
+    """Run ``checkpoint`` on every study of ``source`` (a dataset root or a DICOM folder) and write the outputs.
+
+    Args:
+        checkpoint: a ``best.pt`` (its config says the task, the sequence and the preprocessing).
+        source: the input (`studies.studies_of`).
+        out: an empty or new folder.
+        options: see `PredictOptions`.
+        progress: optional ``(description, advance) -> None`` callback for a progress bar.
+
+    Raises:
+        FileExistsError: ``out`` holds files. DataError / ValueError: bad input or checkpoint, or a fast path that
+            fails its equality check; raised before anything is written under ``out`` for the first study.
+    """
+    from harness.datasets.index import index_dataset
+    from harness.train.checkpoint import model_from_checkpoint
+
+    _check_out(out)
+    model, payload = model_from_checkpoint(checkpoint, map_location="cpu")
+    config = payload.get("config")
+    if not config or "data" not in config:
+        raise ValueError(f"{checkpoint}: the checkpoint carries no training config: cannot preprocess like training")
+    runner = Runner(model, config, options.inference, options.batch_size)
+    sequence = config["data"]["sequence"]
+    index = index_dataset(source, required=[sequence]) if is_dataset(source) else None
+    if runner.task != "detection" and index is None:
+        raise ValueError(
+            f"{source}: the classifier reads the tumour ROI from annotations.csv: give a dataset root "
+            "(manifest.csv, annotations.csv, dicom/)"
+        )
+    predictions = []
+    for study in studies_of(source, sequence, patients=options.patients):
+        where = f"{sequence} of patient {study.patient_id!r}"
+        if runner.task == "detection":
+            detections = runner.detect(study.volume)
+            score = max((d.score for d in detections), default=0.0)
+            result = PatientPrediction(
+                study.patient_id,
+                sequence,
+                study.volume.series_uid,
+                study.volume.series_description,
+                "detection",
+                score,
+                detections=detections,
+            )
+        else:
+            record = index.patients[study.patient_id]
+            slices = runner.classify(
+                study.volume, index.boxes_of(study.patient_id, sequence, "tumour"), record.mr_ln_status, where
+            )
+            score = sum(slices.values()) / len(slices)
+            result = PatientPrediction(
+                study.patient_id,
+                sequence,
+                study.volume.series_uid,
+                study.volume.series_description,
+                "classification",
+                score,
+                slice_probabilities=slices,
+            )
+        folder = out / study.patient_id
+        write_predictions(folder, result)
+        if runner.task == "detection":
+            if options.overlays:
+                write_overlays(folder, result, study.volume, options.threshold)
+            if options.dicom:
+                write_seg(folder, result, study.volume, options.threshold, payload["model_name"])
+        predictions.append(result)
+        if progress is not None:
+            progress(study.patient_id)
+    write_summary(out, predictions, options.threshold)
+    return predictions
