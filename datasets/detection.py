@@ -155,9 +155,7 @@ class NodeSliceDataset(Dataset):
 
         def build():
             volume = load_sequence(index, patient_id, self.sequence, volume_cache)
-            slices, box_transform = resize_volume(
-                volume.pixels, self.image_size, volume.pixel_spacing, self.spacing_mm
-            )
+            slices, box_transform = resize_volume(volume.pixels, self.image_size, volume.pixel_spacing, self.spacing_mm)
             arrays = {
                 "slices": slices,
                 "box_transform": box_transform,

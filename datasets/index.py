@@ -182,9 +182,7 @@ def scan_series(folder: Path, rules: SequenceRules | None = None, progress: bool
 
     for current, folders, names in os.walk(folder, onerror=unreadable):
         folders.sort()
-        files += [
-            Path(current) / n for n in names if not n.startswith(".") and n.upper() != "DICOMDIR"
-        ]
+        files += [Path(current) / n for n in names if not n.startswith(".") and n.upper() != "DICOMDIR"]
     headers, file_problems = _read_headers(sorted(files), progress)
     series, series_problems = _group_series(headers, rules or SequenceRules())
     for problem in problems + file_problems + series_problems:
