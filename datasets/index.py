@@ -22,6 +22,7 @@ from rich.progress import track
 from .cache import ArrayCache, file_fingerprint
 from .dicom_io import SliceHeader, frames_of, read_dicom
 from .errors import DataError, DicomFileError, Problem, Severity
+from .image_volumes import VOLUMES_FOLDER, find_volume_files
 from .manifest import Box, PatientRecord, load_annotations, load_manifest
 from .sequences import SEQUENCES, SequenceRules, load_rules
 
@@ -40,9 +41,12 @@ class SeriesInfo:
     patient_id: str
     sequence: str | None
     headers: list[SliceHeader]
+    volume_file: Path | None = None  # an image volume (NIfTI, NRRD, MHA) in place of DICOM: image_volumes.py
 
     @property
     def files(self) -> list[Path]:
+        if self.volume_file is not None:
+            return [self.volume_file]
         return sorted({h.path for h in self.headers})
 
     @property
@@ -136,9 +140,14 @@ def _dicom_files(root: Path) -> tuple[list[Path], list[str], list[Problem]]:
     """Every regular file under ``root/dicom``, the ignored ones (hidden files, DICOMDIR), and one problem per
     folder that cannot be listed (an unreadable folder would otherwise look like a patient without that series)."""
     folder = root / DICOM_DIR
-    if not folder.is_dir():
-        raise DataError(str(folder), "no dicom/ folder: the DICOM tree goes there (see docs/data-format.md)")
     files, ignored, problems = [], [], []
+    if not folder.is_dir():
+        if (root / VOLUMES_FOLDER).is_dir():  # a dataset of image volumes only (PI-CAI, Decathlon)
+            return files, ignored, problems
+        raise DataError(
+            str(folder),
+            "no dicom/ folder: the DICOM tree goes there, or image volumes in volumes/ (docs/data-format.md)",
+        )
 
     def unreadable(error: OSError) -> None:
         problems.append(
@@ -340,6 +349,11 @@ def index_dataset(
     headers, file_problems = _headers_cached(root, files, progress)
     file_problems = folder_problems + file_problems
     series, series_problems = _group_series(headers, rules)
+    volume_files, volume_problems = find_volume_files(root)
+    for patient_id, sequence, path in volume_files:
+        relative = path.relative_to(root).as_posix()
+        series.append(SeriesInfo(f"volume:{relative}", relative, patient_id, sequence, [], volume_file=path))
+    series_problems += volume_problems
     index = DatasetIndex(root, rules, patients, boxes, series, ignored_files=ignored, on_error=on_error)
     index.problems = problems + box_problems + series_problems
     index.problems += file_problems

@@ -11,6 +11,7 @@ import numpy as np
 from .adc import compute_adc
 from .cache import ArrayCache, file_fingerprint
 from .errors import DataError
+from .image_volumes import read_image_volume
 from .index import DatasetIndex, SeriesInfo
 from .manifest import Box
 from .series import Volume, load_series
@@ -56,7 +57,10 @@ def load_series_cached(series: SeriesInfo, cache: ArrayCache | None = None) -> d
     key = {"series": series.series_uid, "description": series.description, "files": file_fingerprint(series.files)}
 
     def build():
-        volumes = load_series(series.headers)
+        if series.volume_file is not None:
+            volumes = {None: read_image_volume(series.volume_file, series.series_uid, series.description)}
+        else:
+            volumes = load_series(series.headers)
         arrays, metas = {}, []
         for i, volume in enumerate(volumes.values()):
             arrays.update(_volume_arrays(volume, f"v{i}_"))
@@ -99,7 +103,10 @@ def load_sequence(index: DatasetIndex, patient_id: str, sequence: str, cache: Ar
                 f"no ADC series, and the DWI series has b-values {b_values}: computing ADC needs two",
             )
         return compute_adc(dwi[b_values[0]], dwi[b_values[-1]])
-    volumes = load_series_cached(index.series_of(patient_id, sequence), cache)
+    series = index.series_of(patient_id, sequence)
+    volumes = load_series_cached(series, cache)
+    if series.volume_file is not None:  # an image volume is the sequence's image itself (DWI: the high-b image)
+        return volumes[None]
     return pick_volume(volumes, sequence, f"patient {patient_id!r}")
 
 
