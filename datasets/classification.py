@@ -56,7 +56,8 @@ def crop_three_slices(volume: Volume, k: int, roi: Sequence[float], size: int) -
     return (crop - crop.mean()) / max(float(crop.std()), 1e-6)
 
 
-def _merged_boxes(placed) -> dict[int, list[float]]:
+def merged_boxes(placed) -> dict[int, list[float]]:
+    """Slice index -> the union box of the tumour boxes placed on that slice (Wu 2020's ROI, one per slice)."""
     per_slice: dict[int, list[float]] = {}
     for item in placed:
         x0, y0, x1, y1 = item.box.xyxy
@@ -147,7 +148,7 @@ class TumourSliceDataset(Dataset):
             volume = load_sequence(index, patient_id, self.sequence, volume_cache)
             where = f"{self.sequence} of patient {patient_id!r}"
             grid = volume.pixels.shape[1:]
-            per_slice = _merged_boxes(place_boxes(volume.positions, volume.slice_spacing, grid, boxes, where))
+            per_slice = merged_boxes(place_boxes(volume.positions, volume.slice_spacing, grid, boxes, where))
             slices = sorted(per_slice)
             images = [
                 crop_three_slices(

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from harness.datasets.classification import _merged_boxes, crop_three_slices, roi_with_margin
+from harness.datasets.classification import merged_boxes, crop_three_slices, roi_with_margin
 from harness.datasets.detection import class_names, resize_volume
 from harness.datasets.errors import DataError
 from harness.datasets.series import Volume
@@ -128,7 +128,7 @@ class Runner:
             raise DataError(where, "no tumour box on this sequence: the classifier reads the tumour ROI")
         data = self.config["data"]
         placed = place_boxes(volume.positions, volume.slice_spacing, volume.pixels.shape[1:], tumour_boxes, where)
-        per_slice = _merged_boxes(placed)
+        per_slice = merged_boxes(placed)
         ks = sorted(per_slice)
         margin, size = float(data["margin_mm"]), int(data["crop_size"])
         images = torch.from_numpy(
