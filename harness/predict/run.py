@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from harness.datasets.classification import merged_boxes, crop_three_slices, roi_with_margin
+from harness.datasets.classification import crop_three_slices, merged_boxes, roi_with_margin
 from harness.datasets.detection import class_names, resize_volume
 from harness.datasets.errors import DataError
 from harness.datasets.series import Volume
