@@ -48,7 +48,16 @@ def label_map_suffix(path: Path) -> str | None:
 
 
 def series_affine(volume: Volume) -> np.ndarray:
-    """4x4 map from a series voxel index (slice k, row i, column j, 1) to patient coordinates (LPS, mm)."""
+    """4x4 map from a series voxel index (slice k, row i, column j, 1) to patient coordinates (LPS, mm).
+
+    Raises:
+        DataError: for a single slice without SliceThickness (no extent along the normal to match a mask against).
+    """
+    if not volume.slice_spacing > 0:
+        raise DataError(
+            f"series '{volume.series_description}' ({volume.series_uid})",
+            "a single slice without SliceThickness: annotations cannot be placed along its normal",
+        )
     affine = np.eye(4)
     affine[:3, 0] = volume.normal * volume.slice_spacing
     affine[:3, 1] = volume.col_dir * volume.pixel_spacing[0]

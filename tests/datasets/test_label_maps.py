@@ -441,3 +441,23 @@ def test_a_contour_off_the_slice_planes_is_an_error(oblique):
     (root / "labels.yaml").write_text(yaml.safe_dump({"labels": {"GTV": "tumour"}}))
     with pytest.raises(DataError, match=r"ROI name\(s\) \['tumour'\] are not in labels.yaml"):
         import_label_maps(root)
+
+
+def test_a_single_slice_without_thickness_cannot_take_a_mask():
+    from harness.datasets.label_maps import series_affine
+    from harness.datasets.series import Volume
+
+    volume = Volume(
+        pixels=np.zeros((1, 4, 4), np.float32),
+        positions=np.zeros(1),
+        row_dir=np.array([1.0, 0, 0]),
+        col_dir=np.array([0, 1.0, 0]),
+        normal=np.array([0, 0, 1.0]),
+        origin=np.zeros(3),
+        pixel_spacing=(1.0, 1.0),
+        slice_spacing=0.0,
+        series_uid="1.2.3",
+        series_description="scout",
+    )
+    with pytest.raises(DataError, match="single slice without SliceThickness"):
+        series_affine(volume)
