@@ -2,9 +2,10 @@
 
 A label map annotates one DICOM series and must lie on that series' voxel grid: SimpleITK reads the file (NIfTI's
 RAS affine becomes ITK's LPS, as DICOM's), then `align_to_series` finds the index map from mask voxels to series
-voxels. Only a signed permutation of the axes plus a whole-voxel shift that covers the series exactly is accepted:
-a mask stored in another axis order or with flipped axes (RAS-canonical NIfTI, a reversed stack) is reordered, and
-anything else (another spacing, a rotation, a resampled or cropped grid) is an error naming both files and what
+voxels. Only a signed permutation of the axes plus a whole-voxel shift that stays inside the series is accepted:
+a mask stored in another axis order or with flipped axes (RAS-canonical NIfTI, a reversed stack) is reordered, one
+cropped to its content on the series' grid (3D Slicer's default) is placed where it lies, and anything else
+(another spacing, a rotation, a resampled grid, voxels beyond the series) is an error naming both files and what
 differs. Nothing is resampled: a box must come from the voxels the radiologist painted.
 
 Boxes: a tumour label gives, on every slice it touches, the bounding box of its voxels; a node label is split into
@@ -127,14 +128,17 @@ def align_to_series(labels: np.ndarray, mask_affine: np.ndarray, volume: Volume,
             aligned = np.flip(aligned, axis=axis)
     corners = np.array([[0, 0, 0], np.array(labels.shape) - 1])
     mapped = corners @ permutation.T + np.round(shift)
-    low, high = mapped.min(axis=0), mapped.max(axis=0)
-    if aligned.shape != volume.pixels.shape or low.tolist() != [0, 0, 0]:
+    low, high = mapped.min(axis=0).astype(int), mapped.max(axis=0).astype(int)
+    if (low < 0).any() or (high >= np.array(volume.pixels.shape)).any():
         raise DataError(
             where,
-            f"the label map covers series voxels {low.astype(int).tolist()}..{high.astype(int).tolist()} (slice, row,"
-            f" column), the series has {list(volume.pixels.shape)}: the mask must cover the whole series (cropped?)",
+            f"the label map covers series voxels {low.tolist()}..{high.tolist()} (slice, row, column), beyond the "
+            f"series' {list(volume.pixels.shape)}: drawn on another series, or shifted",
         )
-    return np.ascontiguousarray(aligned)
+    # A mask cropped to its content on the series' own grid (3D Slicer saves segmentations so) is placed in full.
+    full = np.zeros(volume.pixels.shape, dtype=aligned.dtype)
+    full[low[0] : high[0] + 1, low[1] : high[1] + 1, low[2] : high[2] + 1] = aligned
+    return full
 
 
 def read_label_map(path: Path, volume: Volume, series_where: str) -> np.ndarray:

@@ -162,10 +162,9 @@ def add_data(commands) -> None:
         description="Read the label maps of a dataset (NIfTI, NRRD or MHA: 3D Slicer, ITK-SNAP, PI-CAI, nnU-Net), "
         "one per annotated series as ROOT/labels/<patient_id>/<SEQUENCE>.nii.gz, and DICOM-SEGs (OHIF, PACS "
         "viewers) or RT structure sets (contours) as ROOT/labels/<patient_id>/<name>.dcm, placed on the series "
-        "they reference; check that each "
-        "label map lies on its DICOM "
-        "series' voxel grid (another axis order or flipped axes are handled; a resampled or cropped mask is an "
-        "error), and turn them into annotations.csv: per slice, one box around the tumour label and one around "
+        "they reference; check that each label map lies on its DICOM series' voxel grid (another axis order, "
+        "flipped axes or a mask cropped to its content are handled; a resampled or shifted mask is an error), "
+        "and turn them into annotations.csv: per slice, one box around the tumour label and one around "
         "each node (3-D connected components of a node label). ROOT/labels.yaml says what each label value means "
         "and each SEG segment label or RTSTRUCT ROI name means (docs/data-format.md). Everything is checked before "
         "anything is written.",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 
 
@@ -14,7 +15,7 @@ def add_predict(commands) -> None:
         description="Run a trained checkpoint (checkpoints/best.pt of `harness train` or a sweep trial) on INPUT: "
         "a folder of DICOM files of one or more studies (a PACS export), or a dataset root (every patient, or "
         "--patients). The detector runs on every slice of its sequence; the classifier on the tumour ROI of "
-        "annotations.csv (dataset roots only). Preprocessing is the training's own. Writes OUT/<patient_id>/"
+        "annotations.csv, or of --roi. Preprocessing is the training's own. Writes OUT/<patient_id>/"
         "predictions.json and predictions.csv (score; every box in pixels and patient mm with slice, score and "
         "class), overlays/ PNGs of slices with boxes at or above --threshold, with --dicom a DICOM-SEG of those "
         "boxes referencing the series (detections.dcm), and OUT/patients.csv. Nothing goes to MLflow.",
@@ -32,6 +33,12 @@ def add_predict(commands) -> None:
     )
     parser.add_argument("--no-overlays", action="store_true", help="skip the overlay PNGs")
     parser.add_argument("--patients", help="comma-separated patient ids of a dataset root (default: all)")
+    parser.add_argument(
+        "--roi",
+        metavar="X0,Y0,Z0,X1,Y1,Z1",
+        help="classifier: the tumour ROI as two opposite corners in patient coordinates (DICOM LPS, mm), used for "
+        "every study instead of annotations.csv (needed for a bare DICOM folder)",
+    )
     parser.add_argument("--batch-size", type=int, default=8, help="slices per forward pass (default: 8)")
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     parser.add_argument(
@@ -54,6 +61,14 @@ def _run_predict(args: argparse.Namespace) -> int:
         raise ValueError(f"--batch-size must be at least 1, got {args.batch_size}")
     if not 0 <= args.threshold <= 1:
         raise ValueError(f"--threshold must be within 0..1, got {args.threshold}")
+    roi = None
+    if args.roi is not None:
+        try:
+            roi = [float(v) for v in args.roi.split(",")]
+        except ValueError:
+            roi = []
+        if len(roi) != 6 or not all(math.isfinite(v) for v in roi):
+            raise ValueError(f"--roi {args.roi!r}: expected six numbers X0,Y0,Z0,X1,Y1,Z1 (patient mm)")
     inference = parse_paths(args.path, args.device)
     options = PredictOptions(
         inference=inference,
@@ -62,6 +77,7 @@ def _run_predict(args: argparse.Namespace) -> int:
         overlays=not args.no_overlays,
         dicom=args.dicom,
         patients=[p.strip() for p in args.patients.split(",") if p.strip()] if args.patients else None,
+        roi=roi,
     )
     console = Console(stderr=True)
     with Progress(console=console, transient=True) as bar:

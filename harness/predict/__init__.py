@@ -11,7 +11,7 @@ from pathlib import Path
 from harness.inference import InferenceOptions
 
 from .outputs import write_overlays, write_predictions, write_seg, write_summary
-from .run import PatientPrediction, Runner
+from .run import PatientPrediction, Runner, roi_boxes
 from .studies import is_dataset, studies_of
 
 __all__ = ["PredictOptions", "predict"]
@@ -27,6 +27,7 @@ class PredictOptions:
     overlays: bool = True
     dicom: bool = False
     patients: list[str] | None = None
+    roi: list[float] | None = None  # classifier: the tumour ROI in patient mm (X0,Y0,Z0,X1,Y1,Z1) for every study
 
 
 def _check_out(out: Path) -> None:
@@ -61,10 +62,10 @@ def predict(
     runner = Runner(model, config, options.inference, options.batch_size)
     sequence = config["data"]["sequence"]
     index = index_dataset(source, required=[sequence]) if is_dataset(source) else None
-    if runner.task != "detection" and index is None:
+    if runner.task != "detection" and index is None and options.roi is None:
         raise ValueError(
-            f"{source}: the classifier reads the tumour ROI from annotations.csv: give a dataset root "
-            "(manifest.csv, annotations.csv, dicom/)"
+            f"{source}: the classifier reads the tumour ROI: give a dataset root (manifest.csv, annotations.csv, "
+            "dicom/), or the ROI in patient mm with --roi X0,Y0,Z0,X1,Y1,Z1"
         )
     predictions = []
     for study in studies_of(source, sequence, patients=options.patients):
@@ -82,10 +83,12 @@ def predict(
                 detections=detections,
             )
         else:
-            record = index.patients[study.patient_id]
-            slices = runner.classify(
-                study.volume, index.boxes_of(study.patient_id, sequence, "tumour"), record.mr_ln_status, where
-            )
+            if options.roi is not None:
+                boxes = roi_boxes(study.volume, options.roi, study.patient_id, sequence)
+            else:
+                boxes = index.boxes_of(study.patient_id, sequence, "tumour")
+            record = index.patients.get(study.patient_id) if index is not None else None
+            slices = runner.classify(study.volume, boxes, record.mr_ln_status if record else None, where)
             score = sum(slices.values()) / len(slices)
             result = PatientPrediction(
                 study.patient_id,

@@ -20,6 +20,8 @@ import torch
 from harness.datasets.classification import crop_three_slices, merged_boxes, roi_with_margin
 from harness.datasets.detection import class_names, resize_volume
 from harness.datasets.errors import DataError
+from harness.datasets.label_maps import series_affine
+from harness.datasets.manifest import Box
 from harness.datasets.series import Volume
 from harness.datasets.volumes import place_boxes
 from harness.equality import EqualityReport
@@ -63,6 +65,31 @@ def voxel_to_patient(volume: Volume, k: int, row: float, column: float) -> np.nd
         + row * volume.pixel_spacing[0] * np.asarray(volume.col_dir)
         + column * volume.pixel_spacing[1] * np.asarray(volume.row_dir)
     )
+
+
+def roi_boxes(volume: Volume, corners_mm: list[float], patient_id: str, sequence: str) -> list[Box]:
+    """Tumour boxes from a box in patient coordinates (``--roi X0,Y0,Z0,X1,Y1,Z1``, LPS mm, two opposite corners):
+    on every slice whose centre plane the box spans, the pixels whose centres lie inside it (for an oblique series,
+    the box's bounding box in the series' grid).
+
+    Raises:
+        DataError: the box misses the series.
+    """
+    low, high = np.minimum(corners_mm[:3], corners_mm[3:]), np.maximum(corners_mm[:3], corners_mm[3:])
+    corners = np.array(
+        [[x, y, z, 1.0] for x in (low[0], high[0]) for y in (low[1], high[1]) for z in (low[2], high[2])]
+    )
+    index = (corners @ np.linalg.inv(series_affine(volume)).T)[:, :3]  # (slice, row, column)
+    first, last = np.ceil(index.min(axis=0) - 1e-6), np.floor(index.max(axis=0) + 1e-6)
+    shape = np.array(volume.pixels.shape)
+    first, last = np.maximum(first, 0).astype(int), np.minimum(last, shape - 1).astype(int)
+    if (last < first).any():
+        raise DataError(f"--roi {corners_mm}", f"misses the {sequence} series of patient {patient_id!r}")
+    xyxy = (float(first[2]), float(first[1]), float(last[2] + 1), float(last[1] + 1))
+    return [
+        Box(patient_id, sequence, float(volume.positions[k]), "tumour", None, None, xyxy, 0)
+        for k in range(first[0], last[0] + 1)
+    ]
 
 
 class Runner:

@@ -136,7 +136,7 @@ def test_a_fast_path_is_checked_before_it_is_used(trained, tmp_path):
     [
         ("no sequence", "no T2WI series"),
         ("not empty", "is not empty"),
-        ("classifier on a folder", "give a dataset root"),
+        ("classifier on a folder", "--roi X0,Y0,Z0,X1,Y1,Z1"),
         ("not a checkpoint", "not a readable checkpoint"),
     ],
 )
@@ -156,3 +156,22 @@ def test_mistakes_are_one_line_errors(trained, tmp_path, case, fragment):
     result = predict(str(checkpoint), str(source), "--out", str(out))
     assert result.returncode == 2 and fragment in result.stderr, result.stderr[-2000:]
     assert "Traceback" not in result.stderr
+
+
+def test_classifier_roi_in_patient_mm_matches_the_annotated_roi(trained, tmp_path):
+    """minidata's T2WI tumour box is columns 8-19, rows 6-17 on slices 1-4 (origin (0, 0, -10), 1 mm pixels, 4 mm
+    slices): the same box given in patient mm on the bare DICOM folder scores as the dataset's annotation does."""
+    by_annotation = tmp_path / "a"
+    result = predict(str(trained["classifier"]), str(trained["root"]), "--out", str(by_annotation), "--patients", "P01")
+    assert result.returncode == 0, result.stderr[-3000:]
+    by_roi = tmp_path / "b"
+    study = trained["root"] / "dicom" / "P01"
+    result = predict(str(trained["classifier"]), str(study), "--out", str(by_roi), "--roi", "8,6,-6,19,17,6")
+    assert result.returncode == 0, result.stderr[-3000:]
+    expected = json.loads((by_annotation / "P01" / "predictions.json").read_text())["slice_probabilities"]
+    got = json.loads((by_roi / "P01" / "predictions.json").read_text())["slice_probabilities"]
+    assert got.keys() == expected.keys() and got == pytest.approx(expected, abs=1e-6)
+    missed = predict(
+        str(trained["classifier"]), str(study), "--out", str(tmp_path / "c"), "--roi", "500,500,500,600,600,600"
+    )
+    assert missed.returncode == 2 and "misses the T2WI series" in missed.stderr

@@ -214,11 +214,25 @@ def test_a_mask_off_the_series_grid_is_an_error_naming_both_files(oblique, chang
     assert str(path) in message and "T2WI of patient 'P01'" in message and fragment in message, message
 
 
-def test_a_cropped_mask_and_another_orientation_are_refused(oblique):
+def test_a_mask_cropped_to_its_content_is_placed_where_it_lies(oblique):
+    """3D Slicer saves a segmentation cropped to its extent: same grid, smaller box, origin at its first voxel."""
+    root, expected = oblique
+    labels = painted()
+    row, col, normal = np.array(OBLIQUE[:3]), np.array(OBLIQUE[3:]), unit_normal(OBLIQUE)
+    k0, r0, c0 = 1, 4, 3  # the first slice, row and column that hold a label
+    cropped = labels[k0:, r0:, c0:]
+    offset = k0 * SLICE * normal + r0 * PIXEL[0] * col + c0 * PIXEL[1] * row
+    image = sitk.GetImageFromArray(np.ascontiguousarray(cropped))
+    image.SetOrigin(tuple(ORIGIN + offset))
+    image.SetSpacing((PIXEL[1], PIXEL[0], SLICE))
+    image.SetDirection(tuple(np.column_stack([row, col, normal]).ravel()))
+    write_mask(root, image, "T2WI.nrrd")
+    assert box_set(import_label_maps(root).rows) == expected
+
+
+def test_another_orientation_is_refused(oblique):
     root, _ = oblique
-    path = write_mask(root, sitk_mask(painted()[:, :20]))
-    with pytest.raises(DataError, match="covers series voxels"):
-        import_label_maps(root)
+    path = write_mask(root, sitk_mask(painted()))
     image = sitk_mask(painted())
     image.SetDirection((1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0))  # plain axial: not the oblique series
     sitk.WriteImage(image, str(path))
