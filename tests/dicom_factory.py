@@ -34,6 +34,25 @@ _MANUFACTURERS = {
 }
 
 
+# Compressed transfer syntaxes of greyscale images, in order of preference for a "no decoder installed" case.
+_COMPRESSED = ("1.2.840.10008.1.2.4.70", "1.2.840.10008.1.2.4.57", "1.2.840.10008.1.2.4.201", "1.2.840.10008.1.2.4.80")
+
+
+def undecodable_copy(path: Path) -> tuple[Path, str] | None:
+    """A copy of pydicom's JPEG-LS MR file at ``path`` relabelled with a compressed transfer syntax for which no
+    decoder is installed here (the frames are never decoded: the check refuses first), and that syntax; None when
+    every candidate has a decoder (then the test that needs one skips)."""
+    from pydicom.pixels.decoders.base import get_decoder
+
+    for syntax in _COMPRESSED:
+        if not get_decoder(syntax).is_available:
+            ds = pydicom.dcmread(pydicom_test_file("MR_small_jpeg_ls_lossless.dcm"))
+            ds.file_meta.TransferSyntaxUID = syntax
+            ds.save_as(path)
+            return path, syntax
+    return None
+
+
 def pydicom_test_file(name: str) -> Path:
     """A file shipped inside pydicom's package (offline), e.g. ``MR_small.dcm`` or ``dicomdirtests/DICOMDIR``."""
     return Path(pydicom.__file__).parent / "data" / "test_files" / name
