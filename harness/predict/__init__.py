@@ -45,7 +45,7 @@ def predict(
         source: the input (`studies.studies_of`).
         out: an empty or new folder.
         options: see `PredictOptions`.
-        progress: optional ``(description, advance) -> None`` callback for a progress bar.
+        progress: optional callback, called with each patient id when its outputs are written.
 
     Raises:
         FileExistsError: ``out`` holds files. DataError / ValueError: bad input or checkpoint, or a fast path that
@@ -70,6 +70,11 @@ def predict(
     predictions = []
     for study in studies_of(source, sequence, patients=options.patients):
         where = f"{sequence} of patient {study.patient_id!r}"
+        if options.dicom and study.series is not None and study.series.volume_file is not None:
+            raise ValueError(
+                f"--dicom: {where} is an image volume ({study.series.volume_file}), not DICOM images a SEG could "
+                "reference; run without --dicom"
+            )
         if runner.task == "detection":
             detections = runner.detect(study.volume)
             score = max((d.score for d in detections), default=0.0)

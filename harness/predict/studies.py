@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.datasets.errors import DataError
+from harness.datasets.image_volumes import VOLUMES_FOLDER
 from harness.datasets.index import DatasetIndex, SeriesInfo, index_dataset, scan_series
 from harness.datasets.manifest import MANIFEST_FILE, check_patient_id
 from harness.datasets.series import Volume, load_series
@@ -30,7 +31,8 @@ class Study:
 
 
 def is_dataset(path: Path) -> bool:
-    return (path / MANIFEST_FILE).is_file() and (path / "dicom").is_dir()
+    """A dataset root: a manifest, and DICOM series or image volumes (docs/data-format.md)."""
+    return (path / MANIFEST_FILE).is_file() and ((path / "dicom").is_dir() or (path / VOLUMES_FOLDER).is_dir())
 
 
 def _one_series(series: list[SeriesInfo], patient_id: str, sequence: str) -> SeriesInfo:

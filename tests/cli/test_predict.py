@@ -175,3 +175,26 @@ def test_classifier_roi_in_patient_mm_matches_the_annotated_roi(trained, tmp_pat
         str(trained["classifier"]), str(study), "--out", str(tmp_path / "c"), "--roi", "500,500,500,600,600,600"
     )
     assert missed.returncode == 2 and "misses the T2WI series" in missed.stderr
+
+
+def test_dicom_output_needs_dicom_images(trained, tmp_path):
+    """An image-volume dataset (volumes/<patient>/<SEQUENCE>.nii.gz) predicts, but gets no SEG: said, not crashed."""
+    import SimpleITK as sitk
+
+    from harness.predict import PredictOptions
+    from harness.predict import predict as run_predict
+
+    root = tmp_path / "ds"
+    (root / "volumes" / "P01").mkdir(parents=True)  # P01's T2WI only, as a NIfTI volume
+    manifest = (trained["root"] / "manifest.csv").read_text().splitlines()
+    (root / "manifest.csv").write_text("\n".join(manifest[:2]) + "\n")  # the header and P01
+    annotations = (trained["root"] / "annotations.csv").read_text().splitlines()
+    kept = [annotations[0]] + [line for line in annotations[1:] if line.startswith("P01,T2WI")]
+    (root / "annotations.csv").write_text("\n".join(kept) + "\n")
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(trained["root"] / "dicom" / "P01" / "T2WI")))
+    sitk.WriteImage(reader.Execute(), str(root / "volumes" / "P01" / "T2WI.nii.gz"))
+    with pytest.raises(ValueError, match="--dicom: T2WI of patient 'P01' is an image volume"):
+        run_predict(trained["detector"], root, tmp_path / "a", PredictOptions(dicom=True))
+    saved = run_predict(trained["detector"], root, tmp_path / "b", PredictOptions(threshold=0.0))
+    assert saved[0].patient_id == "P01" and (tmp_path / "b" / "P01" / "predictions.json").is_file()
