@@ -98,6 +98,10 @@ def read_seg(
     if (int(seg.Rows), int(seg.Columns)) != volume.pixels.shape[1:]:
         raise DataError(str(path), f"frames are {seg.Rows}x{seg.Columns}, the series' images {volume.pixels.shape[1:]}")
     uids = sorted({uid for _, series_uid, uid in seg.get_source_image_uids() if series_uid == series.series_uid})
+    if not uids:  # frames placed by position only: not supported, and never read as an empty segmentation
+        raise DataError(
+            str(path), "its frames reference no source image of the series: SEGs placed by position only are not read"
+        )
     numbers = sorted(meanings)
     try:
         pixels = seg.get_pixels_by_source_instance(

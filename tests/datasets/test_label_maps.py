@@ -475,3 +475,14 @@ def test_a_single_slice_without_thickness_cannot_take_a_mask():
     )
     with pytest.raises(DataError, match="single slice without SliceThickness"):
         series_affine(volume)
+
+
+def test_a_seg_that_references_no_image_is_refused_not_read_as_empty(oblique):
+    root, _ = oblique
+    path = seg_of(oblique_files(root), {"lesion": painted() == 1}, root / "labels" / "P01" / "s.dcm")
+    (root / "labels.yaml").write_text(yaml.safe_dump({"labels": {"lesion": "tumour"}}))
+    seg = pydicom.dcmread(path)
+    seg.ReferencedSeriesSequence[0].ReferencedInstanceSequence = []
+    seg.save_as(path)
+    with pytest.raises(DataError, match="reference no source image"):
+        import_label_maps(root)
