@@ -140,14 +140,22 @@ def _dicom_files(root: Path) -> tuple[list[Path], list[str], list[Problem]]:
     """Every regular file under ``root/dicom``, the ignored ones (hidden files, DICOMDIR), and one problem per
     folder that cannot be listed (an unreadable folder would otherwise look like a patient without that series)."""
     folder = root / DICOM_DIR
-    files, ignored, problems = [], [], []
     if not folder.is_dir():
         if (root / VOLUMES_FOLDER).is_dir():  # a dataset of image volumes only (PI-CAI, Decathlon)
-            return files, ignored, problems
+            return [], [], []
         raise DataError(
             str(folder),
             "no dicom/ folder: the DICOM tree goes there, or image volumes in volumes/ (docs/data-format.md)",
         )
+
+    return _walk_tree(folder, root)
+
+
+def _walk_tree(folder: Path, root: Path) -> tuple[list[Path], list[str], list[Problem]]:
+    """Every regular file under ``folder``; the ignored ones (hidden files or folders, DICOMDIR) relative to
+    ``root``; and one problem per folder that cannot be listed (an unreadable folder would otherwise look like a
+    patient without that series)."""
+    files, ignored, problems = [], [], []
 
     def unreadable(error: OSError) -> None:
         problems.append(
@@ -155,7 +163,7 @@ def _dicom_files(root: Path) -> tuple[list[Path], list[str], list[Problem]]:
                 Severity.ERROR,
                 str(error.filename),
                 f"folder cannot be read ({error.strerror}): its images are missing from the index; fix its "
-                "permissions (chmod -R u+rX, or run as its owner) or move it out of dicom/",
+                "permissions (chmod -R u+rX, or run as its owner) or move it elsewhere",
             )
         )
 
@@ -176,7 +184,7 @@ def _dicom_files(root: Path) -> tuple[list[Path], list[str], list[Problem]]:
 def scan_series(folder: Path, rules: SequenceRules | None = None, progress: bool = False) -> list[SeriesInfo]:
     """The series of a DICOM folder that is not a dataset (one study from a PACS export, say), with sequences.
 
-    Every regular file under ``folder`` except hidden files and DICOMDIRs is read as DICOM.
+    Every regular file under ``folder`` except hidden files or folders and DICOMDIRs is read as DICOM.
 
     Raises:
         DataError: naming the first file or folder that cannot be read, or a series that mixes patients.
@@ -184,15 +192,8 @@ def scan_series(folder: Path, rules: SequenceRules | None = None, progress: bool
     folder = Path(folder)
     if not folder.is_dir():
         raise DataError(str(folder), "not a folder")
-    files, problems = [], []
-
-    def unreadable(error: OSError) -> None:
-        problems.append(Problem(Severity.ERROR, str(error.filename), f"folder cannot be read ({error.strerror})"))
-
-    for current, folders, names in os.walk(folder, onerror=unreadable):
-        folders.sort()
-        files += [Path(current) / n for n in names if not n.startswith(".") and n.upper() != "DICOMDIR"]
-    headers, file_problems = _read_headers(sorted(files), progress)
+    files, _, problems = _walk_tree(folder, folder)
+    headers, file_problems = _read_headers(files, progress)
     series, series_problems = _group_series(headers, rules or SequenceRules())
     for problem in problems + file_problems + series_problems:
         raise DataError(problem.where, problem.message)

@@ -12,7 +12,7 @@ from harness.inference import InferenceOptions
 
 from .outputs import write_overlays, write_predictions, write_seg, write_summary
 from .run import PatientPrediction, Runner, roi_boxes
-from .studies import is_dataset, studies_of
+from .studies import dataset_index, studies_of
 
 __all__ = ["PredictOptions", "predict"]
 
@@ -51,7 +51,6 @@ def predict(
         FileExistsError: ``out`` holds files. DataError / ValueError: bad input or checkpoint, or a fast path that
             fails its equality check; raised before anything is written under ``out`` for the first study.
     """
-    from harness.datasets.index import index_dataset
     from harness.train.checkpoint import model_from_checkpoint
 
     _check_out(out)
@@ -61,14 +60,14 @@ def predict(
         raise ValueError(f"{checkpoint}: the checkpoint carries no training config: cannot preprocess like training")
     runner = Runner(model, config, options.inference, options.batch_size)
     sequence = config["data"]["sequence"]
-    index = index_dataset(source, required=[sequence]) if is_dataset(source) else None
+    index = dataset_index(source, sequence)
     if runner.task != "detection" and index is None and options.roi is None:
         raise ValueError(
             f"{source}: the classifier reads the tumour ROI: give a dataset root (manifest.csv, annotations.csv, "
             "dicom/), or the ROI in patient mm with --roi X0,Y0,Z0,X1,Y1,Z1"
         )
     predictions = []
-    for study in studies_of(source, sequence, patients=options.patients):
+    for study in studies_of(source, sequence, index, patients=options.patients):
         where = f"{sequence} of patient {study.patient_id!r}"
         if options.dicom and study.series is not None and study.series.volume_file is not None:
             raise ValueError(

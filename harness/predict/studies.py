@@ -50,14 +50,29 @@ def _one_series(series: list[SeriesInfo], patient_id: str, sequence: str) -> Ser
     return candidates[0]
 
 
+def dataset_index(path: Path, sequence: str, progress: bool = False) -> DatasetIndex | None:
+    """The index of a dataset root (every patient must have ``sequence``); None for a plain DICOM folder."""
+    if not is_dataset(Path(path)):
+        return None
+    index = index_dataset(path, required=[sequence], progress=progress)
+    index.raise_for_errors()
+    return index
+
+
 def studies_of(
-    path: Path, sequence: str, *, patients: list[str] | None = None, progress: bool = False
+    path: Path,
+    sequence: str,
+    index: DatasetIndex | None,
+    *,
+    patients: list[str] | None = None,
+    progress: bool = False,
 ) -> Iterator[Study]:
     """The studies of INPUT (see the module docstring), one per patient, in patient order.
 
     Args:
         path: a dataset root or a DICOM folder.
         sequence: the model's sequence (its training config's ``data.sequence``).
+        index: `dataset_index` of ``path`` (None for a DICOM folder).
         patients: only these patients of a dataset root (a split's); None for every patient.
         progress: progress bar while reading headers.
 
@@ -66,9 +81,7 @@ def studies_of(
             or has it twice, or a patient id is not a plain name (ids become folder names under ``--out``).
     """
     path = Path(path)
-    if is_dataset(path):
-        index = index_dataset(path, required=[sequence], progress=progress)
-        index.raise_for_errors()
+    if index is not None:
         chosen = patients or index.usable_patients()
         unknown = sorted(set(chosen) - set(index.patients))
         if unknown:

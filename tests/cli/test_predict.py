@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import highdicom as hd
 import numpy as np
@@ -15,6 +16,7 @@ import pydicom
 import pytest
 import yaml
 
+from harness.cli import main
 from harness.config import parse_config
 from harness.datasets.importer import import_label_maps
 from harness.datasets.index import index_dataset
@@ -43,14 +45,20 @@ def trained(tmp_path_factory) -> dict[str, Path]:
     return out
 
 
-def predict(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([*HARNESS, "predict", *args], capture_output=True, text=True)
+def predict(capsys, *args: str) -> SimpleNamespace:
+    """``harness predict ARGS`` in this process (a subprocess per call would cost a torch import each): the exit
+    status and what it printed, as a subprocess's result. The first test runs the real command line once."""
+    capsys.readouterr()
+    returncode = main(["predict", *args])
+    captured = capsys.readouterr()
+    return SimpleNamespace(returncode=returncode, stdout=captured.out, stderr=captured.err)
 
 
 def test_detector_on_a_dicom_folder_writes_every_output(trained, tmp_path):
     study = trained["root"] / "dicom" / "P01"  # a PACS-style folder: no manifest, the series found by their headers
     out = tmp_path / "out"
-    result = predict(str(trained["detector"]), str(study), "--out", str(out), "--dicom", "--threshold", "0")
+    command = [*HARNESS, "predict", str(trained["detector"]), str(study), "--out", str(out), "--dicom"]
+    result = subprocess.run([*command, "--threshold", "0"], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-3000:]
     saved = json.loads((out / "P01" / "predictions.json").read_text())
     assert saved["patient_id"] == "P01" and saved["sequence"] == "T2WI" and saved["task"] == "detection"
@@ -107,9 +115,11 @@ def test_the_dicom_seg_of_the_boxes_imports_back_to_the_same_boxes(trained, tmp_
     assert {round(k, 3): v for k, v in got.items()} == {round(k, 3): v for k, v in expected.items()}
 
 
-def test_classifier_on_a_dataset_root_scores_every_patient(trained, tmp_path):
+def test_classifier_on_a_dataset_root_scores_every_patient(trained, tmp_path, capsys):
     out = tmp_path / "out"
-    result = predict(str(trained["classifier"]), str(trained["root"]), "--out", str(out), "--patients", "P01,P03")
+    result = predict(
+        capsys, str(trained["classifier"]), str(trained["root"]), "--out", str(out), "--patients", "P01,P03"
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     for patient in ("P01", "P03"):
         saved = json.loads((out / patient / "predictions.json").read_text())
@@ -119,10 +129,10 @@ def test_classifier_on_a_dataset_root_scores_every_patient(trained, tmp_path):
     assert not (out / "P02").exists()
 
 
-def test_a_fast_path_is_checked_before_it_is_used(trained, tmp_path):
+def test_a_fast_path_is_checked_before_it_is_used(trained, tmp_path, capsys):
     out = tmp_path / "out"
     result = predict(
-        str(trained["classifier"]), str(trained["root"]), "--out", str(out), "--path", "bf16+channels_last"
+        capsys, str(trained["classifier"]), str(trained["root"]), "--out", str(out), "--path", "bf16+channels_last"
     )
     # bf16 on this CPU either passes the classifier's equality check (then used) or is refused by name.
     if result.returncode == 0:
@@ -140,7 +150,7 @@ def test_a_fast_path_is_checked_before_it_is_used(trained, tmp_path):
         ("not a checkpoint", "not a readable checkpoint"),
     ],
 )
-def test_mistakes_are_one_line_errors(trained, tmp_path, case, fragment):
+def test_mistakes_are_one_line_errors(trained, tmp_path, capsys, case, fragment):
     study = trained["root"] / "dicom" / "P01"
     checkpoint, source, out = trained["detector"], study, tmp_path / "out"
     if case == "no sequence":
@@ -153,26 +163,28 @@ def test_mistakes_are_one_line_errors(trained, tmp_path, case, fragment):
     else:
         checkpoint = tmp_path / "junk.pt"
         checkpoint.write_bytes(b"not a checkpoint")
-    result = predict(str(checkpoint), str(source), "--out", str(out))
+    result = predict(capsys, str(checkpoint), str(source), "--out", str(out))
     assert result.returncode == 2 and fragment in result.stderr, result.stderr[-2000:]
-    assert "Traceback" not in result.stderr
+    assert "Traceback" not in result.stderr  # in this process an uncaught error would have raised instead
 
 
-def test_classifier_roi_in_patient_mm_matches_the_annotated_roi(trained, tmp_path):
+def test_classifier_roi_in_patient_mm_matches_the_annotated_roi(trained, tmp_path, capsys):
     """minidata's T2WI tumour box is columns 8-19, rows 6-17 on slices 1-4 (origin (0, 0, -10), 1 mm pixels, 4 mm
     slices): the same box given in patient mm on the bare DICOM folder scores as the dataset's annotation does."""
     by_annotation = tmp_path / "a"
-    result = predict(str(trained["classifier"]), str(trained["root"]), "--out", str(by_annotation), "--patients", "P01")
+    result = predict(
+        capsys, str(trained["classifier"]), str(trained["root"]), "--out", str(by_annotation), "--patients", "P01"
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     by_roi = tmp_path / "b"
     study = trained["root"] / "dicom" / "P01"
-    result = predict(str(trained["classifier"]), str(study), "--out", str(by_roi), "--roi", "8,6,-6,19,17,6")
+    result = predict(capsys, str(trained["classifier"]), str(study), "--out", str(by_roi), "--roi", "8,6,-6,19,17,6")
     assert result.returncode == 0, result.stderr[-3000:]
     expected = json.loads((by_annotation / "P01" / "predictions.json").read_text())["slice_probabilities"]
     got = json.loads((by_roi / "P01" / "predictions.json").read_text())["slice_probabilities"]
     assert got.keys() == expected.keys() and got == pytest.approx(expected, abs=1e-6)
     missed = predict(
-        str(trained["classifier"]), str(study), "--out", str(tmp_path / "c"), "--roi", "500,500,500,600,600,600"
+        capsys, str(trained["classifier"]), str(study), "--out", str(tmp_path / "c"), "--roi", "500,500,500,600,600,600"
     )
     assert missed.returncode == 2 and "misses the T2WI series" in missed.stderr
 

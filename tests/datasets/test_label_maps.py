@@ -6,9 +6,8 @@ from __future__ import annotations
 
 import csv
 import shutil
-import subprocess
-import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pydicom
@@ -17,6 +16,7 @@ import SimpleITK as sitk
 import yaml
 from pydicom.uid import generate_uid
 
+from harness.cli import main
 from harness.datasets.errors import DataError
 from harness.datasets.importer import import_label_maps
 from harness.datasets.label_maps import LabelMeaning
@@ -277,17 +277,23 @@ def test_a_malformed_label_table_names_the_key(oblique, table, fragment):
     assert "labels.yaml" in str(info.value) and fragment in str(info.value), str(info.value)
 
 
-def test_cli_dry_run_writes_nothing_and_an_existing_file_is_kept(oblique):
+def test_cli_dry_run_writes_nothing_and_an_existing_file_is_kept(oblique, capsys):
     root, expected = oblique
     write_mask(root, sitk_mask(painted()))
     before = (root / "annotations.csv").read_bytes()
-    harness = [sys.executable, "-m", "harness", "data", "import", str(root)]
-    refused = subprocess.run(harness, capture_output=True, text=True)
+    harness = ["data", "import", str(root)]
+
+    def run(args):  # in this process: a subprocess per call would cost a torch import each
+        capsys.readouterr()
+        returncode = main(args)
+        return SimpleNamespace(returncode=returncode, stderr=capsys.readouterr().err)
+
+    refused = run(harness)
     assert refused.returncode == 2 and "--overwrite" in refused.stderr
-    dry = subprocess.run(harness + ["--dry-run"], capture_output=True, text=True)
+    dry = run(harness + ["--dry-run"])
     assert dry.returncode == 0 and "nothing written" in dry.stderr and "P01" in dry.stderr, dry.stderr
     assert (root / "annotations.csv").read_bytes() == before
-    done = subprocess.run(harness + ["--overwrite"], capture_output=True, text=True)
+    done = run(harness + ["--overwrite"])
     assert done.returncode == 0, done.stderr
     with (root / "annotations.csv").open() as handle:
         assert box_set(csv.DictReader(handle)) == expected
