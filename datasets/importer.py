@@ -9,9 +9,6 @@ all.
 
 from __future__ import annotations
 
-import csv
-import io
-import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from .dicom_annotations import read_rtstruct, read_seg
 from .errors import DataError
+from .files import csv_text, write_atomic
 from .index import index_dataset
 from .label_maps import (
     LABEL_MAP_SUFFIXES,
@@ -102,12 +100,12 @@ def find_label_maps(folder: Path) -> list[LabelMapFile]:
     """Every ``<patient_id>/<SEQUENCE>.<label-map suffix>`` under ``folder``, sorted.
 
     Raises:
-        DataError: naming the file when a name is not a sequence, a suffix is not a label map, or a patient has two
-            label maps for one sequence; and when the folder holds none.
+        DataError: naming the file when a name is not a sequence or a suffix is not a label map, and when the folder
+            holds none (two files for one series are refused by `import_label_maps`, SEGs included).
     """
     if not folder.is_dir():
         raise DataError(str(folder), "no label-map folder: put masks in <patient_id>/<SEQUENCE>.nii.gz under it")
-    found, seen = [], {}
+    found = []
     for path in sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith(".")):
         relative = path.relative_to(folder)
         suffix = label_map_suffix(path)
@@ -123,10 +121,6 @@ def find_label_maps(folder: Path) -> list[LabelMapFile]:
         sequence = path.name[: -len(suffix)]
         if sequence not in SEQUENCES:
             raise DataError(str(path), f"{sequence!r} is not a sequence; name the file one of {', '.join(SEQUENCES)}")
-        key = (relative.parts[0], sequence)
-        if key in seen:
-            raise DataError(str(path), f"a second label map for {sequence} of {key[0]!r} (the first: {seen[key]})")
-        seen[key] = path
         found.append(LabelMapFile(relative.parts[0], sequence, path))
     if not found:
         raise DataError(str(folder), "holds no label maps (<patient_id>/<SEQUENCE>.nii.gz, .nrrd or .mha)")
@@ -141,11 +135,7 @@ class ImportReport:
     per_file: list[dict] = field(default_factory=list)
 
     def as_csv(self) -> str:
-        buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=list(ANNOTATION_COLUMNS), lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(self.rows)
-        return buffer.getvalue()
+        return csv_text(ANNOTATION_COLUMNS, self.rows)
 
 
 def _modality(path: Path) -> str:
@@ -235,6 +225,4 @@ def write_annotations(report: ImportReport, out: Path, *, overwrite: bool) -> No
     """
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out} exists; pass --overwrite to replace it (or --out to write elsewhere)")
-    tmp = out.with_name(f".{out.name}.partial-{os.getpid()}")
-    tmp.write_text(report.as_csv(), encoding="utf-8")
-    os.replace(tmp, out)
+    write_atomic(out, report.as_csv())

@@ -10,14 +10,13 @@ row per patient. Every file is written to a temporary name and renamed, so an in
 
 from __future__ import annotations
 
-import csv
 import io
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 
+from harness.datasets.files import csv_text, write_atomic
 from harness.datasets.series import Volume
 
 from .run import PatientPrediction
@@ -40,24 +39,10 @@ DETECTION_COLUMNS = (
 SEGMENT_LABEL = "detected node"
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.partial-{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
-def _csv(columns: tuple[str, ...] | list[str], rows: list[dict]) -> bytes:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(columns), lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return buffer.getvalue().encode()
-
-
 def write_predictions(folder: Path, prediction: PatientPrediction) -> None:
     """predictions.json and predictions.csv of one patient."""
     folder.mkdir(parents=True, exist_ok=True)
-    _atomic_write(folder / "predictions.json", json.dumps(prediction.as_dict(), indent=1).encode())
+    write_atomic(folder / "predictions.json", json.dumps(prediction.as_dict(), indent=1).encode())
     if prediction.task == "detection":
         rows = [
             {
@@ -72,13 +57,13 @@ def write_predictions(folder: Path, prediction: PatientPrediction) -> None:
             }
             for d in prediction.detections
         ]
-        _atomic_write(folder / "predictions.csv", _csv(DETECTION_COLUMNS, rows))
+        write_atomic(folder / "predictions.csv", csv_text(DETECTION_COLUMNS, rows))
     else:
         rows = [
             {"patient_id": prediction.patient_id, "slice_position_mm": position, "probability": f"{p:.4f}"}
             for position, p in prediction.slice_probabilities.items()
         ]
-        _atomic_write(folder / "predictions.csv", _csv(("patient_id", "slice_position_mm", "probability"), rows))
+        write_atomic(folder / "predictions.csv", csv_text(("patient_id", "slice_position_mm", "probability"), rows))
 
 
 def write_overlays(folder: Path, prediction: PatientPrediction, volume: Volume, threshold: float) -> int:
@@ -113,7 +98,7 @@ def write_overlays(folder: Path, prediction: PatientPrediction, volume: Volume, 
         buffer = io.BytesIO()
         fig.savefig(buffer, format="png", bbox_inches="tight")
         plt.close(fig)
-        _atomic_write(out / f"slice_{k:03d}.png", buffer.getvalue())
+        write_atomic(out / f"slice_{k:03d}.png", buffer.getvalue())
     return len(by_slice)
 
 
@@ -165,7 +150,7 @@ def write_seg(folder: Path, prediction: PatientPrediction, volume: Volume, thres
     )
     buffer = io.BytesIO()
     seg.save_as(buffer)
-    _atomic_write(folder / "detections.dcm", buffer.getvalue())
+    write_atomic(folder / "detections.dcm", buffer.getvalue())
     return True
 
 
@@ -181,4 +166,4 @@ def write_summary(out: Path, predictions: list[PatientPrediction], threshold: fl
         for p in predictions
     ]
     columns = ("patient_id", "sequence", "task", "score", "detections_at_threshold")
-    _atomic_write(out / "patients.csv", _csv(columns, rows))
+    write_atomic(out / "patients.csv", csv_text(columns, rows))

@@ -128,11 +128,9 @@ class Runner:
                 k = start + offset
                 for box, score, label in zip(output["boxes"], output["scores"], output["labels"], strict=True):
                     x0, y0, x1, y1 = (float(v) for v in box)
-                    px = [(x0 - ox) / sx, (y0 - oy) / sy, (x1 - ox) / sx, (y1 - oy) / sy]
-                    px = [min(max(px[0], 0.0), columns), min(max(px[1], 0.0), rows)] + [
-                        min(max(px[2], 0.0), columns),
-                        min(max(px[3], 0.0), rows),
-                    ]
+                    # Back through the resize (the inverse of NodeSliceDataset's box transform), inside the image.
+                    scaled = (np.array([x0, y0, x1, y1]) - [ox, oy, ox, oy]) / [sx, sy, sx, sy]
+                    px = np.clip(scaled, 0.0, [columns, rows, columns, rows]).tolist()
                     centre = voxel_to_patient(volume, k, (px[1] + px[3]) / 2 - 0.5, (px[0] + px[2]) / 2 - 0.5)
                     found.append(
                         Detection(
