@@ -58,6 +58,20 @@ def fast_path(device: str, task: str) -> InferenceOptions:
     return InferenceOptions(device=device, dtype="bf16", channels_last=True)
 
 
+def engine_path(device: str, task: str) -> InferenceOptions | None:
+    """The fastest engine path expected on ``device``: TensorRT fp16 for classifiers on CUDA, OpenVINO bf16 on a CPU
+    with native bf16 (else f32), ONNX Runtime fp32 when OpenVINO is missing; None when no engine fits."""
+    from harness.engines import engine_installed
+
+    if device.startswith("cuda"):
+        if task == "classification" and engine_installed("tensorrt"):
+            return InferenceOptions(device=device, engine="tensorrt", dtype="fp16")
+        return None
+    if engine_installed("openvino"):
+        return InferenceOptions(engine="openvino", dtype="bf16" if cpu_has_bf16() else "fp32")
+    return InferenceOptions(engine="onnxruntime") if engine_installed("onnxruntime") else None
+
+
 @pytest.fixture(scope="session")
 def cache_root(tmp_path_factory):
     return tmp_path_factory.mktemp("bench-cache")

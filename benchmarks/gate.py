@@ -1,5 +1,6 @@
-"""CI latency gate: a quick pass that fails when a fast inference path is slower than eager fp32 measured in the
-same run, or when the harness's own overhead is not negligible next to one classifier inference.
+"""CI latency gate: a quick pass that fails when a fast inference path or an inference engine is slower than eager
+fp32 measured in the same run, or fails its equality check, or when the harness's own overhead is not negligible
+next to one classifier inference.
 
     python benchmarks/gate.py [--rounds 7] [--margin 0.10] [--overhead-share 0.01] [--json OUT]
 
@@ -11,8 +12,10 @@ Rules (no absolute times: CI machines are shared):
    eager batch-1 median.
 
 Gated paths, on the CPU: the classifier (wu2020, batch 16) on channels_last, bf16 and bf16 + channels_last (bf16
-only where the CPU has native bf16); the detector (fasterrcnn_vgg16 at 128 px, batch 1) on channels_last and on bf16 in
-the box head only (``bf16@box_head``). The detector's all-bf16 path is reported, not gated: with random weights
+only where the CPU has native bf16), and on the engines installed: onnxruntime:fp32, openvino:fp32 and openvino:bf16
+(`harness.engines`); the detector (fasterrcnn_vgg16 at 128 px, batch 1) on channels_last, on bf16 in the box head
+only (``bf16@box_head``) and on onnxruntime:fp32 and openvino:fp32. The detector's all-bf16 paths (torch's and
+openvino:bf16) are reported, not gated: with random weights
 its detections are decided by near ties that reduced precision flips, so it does not pass the equality check
 (see docs/benchmarks.md). Exit status 0: pass; 1: a rule failed.
 """
@@ -30,6 +33,7 @@ import torch
 
 
 def _paths(device: str, bf16: bool):
+    from harness.engines import engine_installed
     from harness.inference import InferenceOptions
 
     classifier = [InferenceOptions(device=device, channels_last=True, batch=16)]
@@ -40,6 +44,13 @@ def _paths(device: str, bf16: bool):
     if bf16:
         detector.append(InferenceOptions(device=device, dtype="bf16", amp_scope="box_head"))
     informational = [InferenceOptions(device=device, dtype="bf16", channels_last=True)] if bf16 else []
+    if not device.startswith("cuda"):  # the CPU engines that are installed (CI installs both)
+        engines = [e for e in ("onnxruntime", "openvino") if engine_installed(e)]
+        classifier += [InferenceOptions(device=device, engine=e, batch=16) for e in engines]
+        detector += [InferenceOptions(device=device, engine=e) for e in engines]
+        if bf16 and "openvino" in engines:
+            classifier.append(InferenceOptions(device=device, engine="openvino", dtype="bf16", batch=16))
+            informational.append(InferenceOptions(device=device, engine="openvino", dtype="bf16"))
     return {"wu2020": (classifier, []), "fasterrcnn_vgg16": (detector, informational)}
 
 
@@ -47,12 +58,20 @@ def gate(rounds: int, margin: float, overhead_share: float, detector_size: int, 
     """Measure and judge; returns the report (``passed`` and one entry per check)."""
     from harness.bench.run import checked_backends
     from harness.bench.scenarios import CLASSIFIER_SIZE, ModelBackend, NullBackend, interleaved, load_samples
+    from harness.engines import engine_installed
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from conftest import cpu_has_bf16
 
     bf16 = device.startswith("cuda") or cpu_has_bf16()
     checks, classifier_eager_s = [], None
+    if not device.startswith("cuda"):  # the CPU engines are part of the set-up: a missing one fails, not skips
+        for engine in ("onnxruntime", "openvino"):
+            installed = engine_installed(engine)
+            detail = "installed" if installed else "not installed: pip install -e '.[onnx,openvino]'"
+            checks.append(
+                {"check": "engine", "model": "-", "path": engine, "gated": True, "passed": installed, "detail": detail}
+            )
     for name, (gated, informational) in _paths(device, bf16).items():
         task_size = CLASSIFIER_SIZE if name == "wu2020" else detector_size
         samples = load_samples("classification" if name == "wu2020" else "detection", image_size=task_size)

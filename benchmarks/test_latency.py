@@ -18,11 +18,12 @@ from harness.bench.weights import benchmark_model, spread_detector_scores
 from harness.equality import check_equal
 from harness.inference import InferenceOptions, Predictor
 from harness.models import list_models, model_task
+from harness.predictors import make_predictor
 
-from .conftest import fast_path
+from .conftest import engine_path, fast_path
 
 MODELS = list_models(task="classification") + list_models(task="detection")
-PATHS = ["eager-fp32", "channels_last", "fast"]
+PATHS = ["eager-fp32", "channels_last", "fast", "engine"]
 BATCH = {"classification": 64, "detection": 4}
 _built: dict = {}
 
@@ -47,9 +48,14 @@ def _predictor(name, path, device, detector_size, sample_sets, batch):
         options = base
     elif path == "channels_last":
         options = InferenceOptions(device=device, channels_last=True, batch=batch)
+    elif path == "engine":
+        options = engine_path(device, task)
+        if options is None:
+            pytest.skip(f"no inference engine installed for {device} (pip install -e '.[onnx,openvino]')")
+        options = replace(options, batch=batch)
     else:
         options = replace(fast_path(device, task), batch=batch)
-    predictor = Predictor(model, options)
+    predictor = make_predictor(model, options, image_size=size)
     if path != "eager-fp32":  # its time counts only when its outputs equal eager fp32's
         images, clinical = samples.batch(0, 4)
         report = check_equal(Predictor(model, base)(images, clinical), predictor(images, clinical), task, options.dtype)
@@ -69,6 +75,7 @@ def _info(benchmark, name, options, size, batch, kind):
         {
             "model": name,
             "path": options.label,
+            "engine": options.engine,
             "device": options.device,
             "dtype": options.dtype,
             "channels_last": options.channels_last,

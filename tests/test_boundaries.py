@@ -42,6 +42,13 @@ def test_only_the_tune_package_imports_ray():
     assert all(path.startswith("harness/tune/") for path in importers_of("ray")), importers_of("ray")
 
 
+@pytest.mark.parametrize("engine", ["onnxruntime", "openvino", "tensorrt", "onnx"])
+def test_only_the_engines_package_imports_an_inference_engine(engine):
+    importers = importers_of(engine)
+    assert all(path.startswith("harness/engines/") for path in importers), importers
+    assert engine == "onnx" or "harness/engines/__init__.py" not in importers  # imported by name, on demand
+
+
 @pytest.mark.parametrize("probe", ["import mlflow", "from mlflow.entities import Metric", "import ray.train"])
 def test_the_scan_catches_a_lazy_import(tmp_path, probe):
     module = tmp_path / "m.py"

@@ -52,7 +52,7 @@ def run_benchmark(request: BenchRequest, console) -> list[PathResult]:
         torch.set_num_threads(request.threads)
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError("--device cuda: no CUDA device is available")
-    wide_when_piped(console)  # the tables have 12 columns
+    wide_when_piped(console)  # the tables have 13 columns
     trained = [checkpoint_model(path, image_size=request.image_size) for path in request.checkpoints]
     default_models = [] if trained else ["wu2020", "fasterrcnn_vgg16"]
     runs = [(name, None) for name in request.models or default_models] + [(w.name, w) for w in trained]

@@ -30,6 +30,7 @@ def print_results(
         table = Table(title=f"{model} - {scenario} on {device}", title_justify="left")
         for column in (
             "path",
+            "engine",
             "equal",
             "p50 ms",
             "p90 ms",
@@ -42,7 +43,7 @@ def print_results(
             "GFLOP",
             "floor ms",
         ):
-            table.add_column(column, justify="left" if column in ("path", "equal") else "right")
+            table.add_column(column, justify="left" if column in ("path", "engine", "equal") else "right")
         reference = rows[0].seconds_per_image
         for row in rows:
             record = row.as_dict()
@@ -51,6 +52,7 @@ def print_results(
             equal = "[green]yes[/]" if row.equal else "[red]NO[/]"
             table.add_row(
                 row.options.label,
+                record["engine_version"],
                 equal,
                 _ms(record["p50_ms"]),
                 _ms(record["p90_ms"]),
@@ -97,10 +99,12 @@ def log_results(records: Sequence[dict[str, Any]], *, uri: str, scenario: str, d
             "task": record["task"],
             "scenario": scenario,
             "path": record["path"],
+            "engine": record["engine"],
+            "engine_version": record["engine_version"],
             "device": record["device"],
             "device_name": device,
             "torch_version": torch.__version__,
-            "threads": torch.get_num_threads(),
+            "threads": record["threads"],
             "dtype": record["dtype"],
             "channels_last": record["channels_last"],
             "compile": record["compile"],

@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from harness.engines import engine_version
 from harness.equality import EqualityReport, check_equal
 from harness.inference import InferenceOptions, Predictor
 
@@ -69,6 +70,9 @@ class PathResult:
             "model": self.model,
             "task": self.task,
             "path": self.options.label,
+            "engine": self.options.engine,
+            "engine_version": engine_version(self.options.engine),
+            "threads": torch.get_num_threads(),
             "scenario": self.scenario,
             "device": self.options.device,
             "dtype": self.options.dtype,

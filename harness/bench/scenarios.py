@@ -28,7 +28,8 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from harness.inference import InferenceOptions, Predictor
+from harness.inference import InferenceOptions
+from harness.predictors import make_predictor
 
 from .weights import benchmark_model, spread_detector_scores
 
@@ -150,7 +151,7 @@ class NullBackend:
 
 
 class ModelBackend:
-    """A registry model on one inference path (`Predictor`).
+    """A registry model on one inference path (`harness.predictors.make_predictor`: a torch path or an engine).
 
     Args:
         name: a registry name.
@@ -161,15 +162,16 @@ class ModelBackend:
 
     def __init__(self, name: str, options: InferenceOptions, image_size: int | None = None, model=None):
         self.name, self.options, self.image_size, self.model = name, options, image_size, model
-        self.predictor: Predictor | None = None
+        self.predictor = None  # a Predictor or an EnginePredictor, made by load
 
     def load(self, samples: Samples) -> None:
-        """Build the model (seeded random weights; a detector's scores spread on ``samples``) and its path."""
+        """Build the model (seeded random weights; a detector's scores spread on ``samples``) and its path (an
+        engine's export is made at the samples' size)."""
         if self.model is None:
             self.model = benchmark_model(self.name, image_size=self.image_size)
             if hasattr(self.model, "roi_heads"):
                 spread_detector_scores(self.model, samples.images[:4])
-        self.predictor = Predictor(self.model, self.options)
+        self.predictor = make_predictor(self.model, self.options, image_size=int(samples.images.shape[-1]))
 
     def prepare(self, images: torch.Tensor) -> Any:
         """The predictor's host-side hand-over (`Predictor.prepare`)."""

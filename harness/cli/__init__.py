@@ -11,6 +11,7 @@ from harness import __version__
 
 from .bench import add_bench
 from .data import add_data, add_synth
+from .export import add_export
 from .predict import add_predict
 from .sweep import add_compare, add_run
 from .train import add_train
@@ -25,6 +26,8 @@ examples:
   harness run examples/sweep.yaml                              a sweep with Ray Tune, tracked in ./mlflow.db
   harness compare                                              the latest sweep's comparison table and report
   harness predict runs/lu2018-dwi/checkpoints/best.pt STUDY/ --out preds/ --dicom   a detector on a new study
+  harness export runs/lu2018-dwi/checkpoints/best.pt           the detector as ONNX (checked against PyTorch first)
+  harness bench --model wu2020 --engine openvino --interleave  PyTorch and OpenVINO side by side
 
 The dataset layout (manifest.csv, annotations.csv, dicom/) is described in README.md and docs/data-format.md.
 """
@@ -49,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_compare(commands)
     add_bench(commands)
     add_predict(commands)
+    add_export(commands)
     return parser
 
 
@@ -64,12 +68,14 @@ def main(argv: list[str] | None = None) -> int:
         handlers=[RichHandler(show_path=False, console=Console(stderr=True))],
     )
     from harness.datasets.errors import DataError
+    from harness.engines import EngineMissing
     from harness.models.registry import UnknownModelError
     from harness.sweep import SweepError
 
+    usage_errors = (DataError, ValueError, FileExistsError, FloatingPointError, SweepError, UnknownModelError)
     try:
         return args.handler(args)
-    except (DataError, ValueError, FileExistsError, FloatingPointError, SweepError, UnknownModelError) as error:
+    except (*usage_errors, EngineMissing) as error:
         print(f"harness {args.command}: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -14,7 +14,12 @@ examples:
   harness bench --scenario offline --device cuda --dtype bf16 --size 512              on a GPU, at the paper's size
   harness bench --checkpoint runs/lu2018-dwi/checkpoints/best.pt --path bf16+channels_last+fuse --interleave
   harness bench --model wu2020 --device cuda --path bf16+cuda_graphs --path fp32+uint8        CUDA graphs, uint8 copy
+  harness bench --model wu2020 --engine torch --engine onnxruntime --engine openvino --interleave   engines side by side
+  harness bench --model wu2020 --path openvino:bf16 --path onnxruntime:fp32     one engine path each
 
+Engines (--engine, or ENGINE:DTYPE paths) run the model exported to ONNX: onnxruntime (fp32, graph optimisations
+on; CPU or CUDA), openvino (fp32 and bf16; CPU, bf16 where the CPU has it natively), tensorrt (fp32 and fp16; CUDA,
+classifiers). Every engine uses --threads threads (default: torch's), reported in the table and the JSON.
 Every path other than eager fp32 is first checked against eager fp32 outputs on the same slices (probabilities
 within a tolerance, detections above 0.5 matched at IoU >= 0.9); a path that fails is reported and not timed.
 Models run with seeded random weights unless --checkpoint gives trained ones (their slices are then of the
@@ -92,7 +97,17 @@ def add_bench(commands) -> None:
         metavar="PATH",
         help="another path to time in the same run (repeatable): DTYPE[@box_head][+channels_last]"
         "[+fuse][+compile][+uint8][+cuda_graphs], e.g. --path bf16 --path fp32+channels_last --path "
-        "bf16@box_head",
+        "bf16@box_head; or an engine path ENGINE:DTYPE, e.g. --path openvino:bf16",
+    )
+    parser.add_argument(
+        "--engine",
+        action="append",
+        dest="engines",
+        default=[],
+        choices=("torch", "onnxruntime", "openvino", "tensorrt"),
+        help="also time the model on this engine, at each precision it offers (repeatable): onnxruntime:fp32, "
+        "openvino:fp32 and openvino:bf16, tensorrt:fp32 and tensorrt:fp16; torch: the torch paths given by the "
+        "other options (always timed)",
     )
     parser.add_argument(
         "--queries",
@@ -132,6 +147,7 @@ def bench_command(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from harness.bench.command import BenchRequest, run_benchmark
+    from harness.engines import engine_paths, require
     from harness.inference import InferenceOptions, parse_paths
 
     if args.queries < 1 or not 1 <= args.case_slices <= 100:
@@ -146,10 +162,15 @@ def bench_command(args: argparse.Namespace) -> int:
         uint8=args.uint8,
         cuda_graphs=args.cuda_graphs,
     )
+    engines = dict.fromkeys(args.engines)
+    labels = args.paths + [label for engine in engines for label in engine_paths(engine, args.device)]
+    paths = [fast] + [parse_paths(text, device=args.device) for text in labels]
+    for engine in dict.fromkeys(p.engine for p in paths if p.engine != "torch"):
+        require(engine)  # a missing engine is an error now, not after the first model's timings
     request = BenchRequest(
         models=args.models or [],
         checkpoints=args.checkpoints,
-        paths=[fast] + [parse_paths(text, device=args.device) for text in args.paths],
+        paths=paths,
         scenario=args.scenario,
         queries=args.queries,
         batch_sizes=[int(b) for b in args.batch_sizes.split(",") if b.strip()],

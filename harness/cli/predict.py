@@ -44,7 +44,8 @@ def add_predict(commands) -> None:
     parser.add_argument(
         "--path",
         default="eager-fp32",
-        help="inference path as in harness bench (eager-fp32, bf16+channels_last, ...): used only after its "
+        help="inference path as in harness bench (eager-fp32, bf16+channels_last, openvino:bf16, onnxruntime:fp32, "
+        "...): used only after its "
         "outputs pass the equality check against eager fp32 on this model and the first study (default: eager-fp32)",
     )
     parser.set_defaults(handler=_run_predict)

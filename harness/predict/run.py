@@ -24,8 +24,9 @@ from harness.datasets.label_maps import series_affine
 from harness.datasets.manifest import Box
 from harness.datasets.series import Volume
 from harness.datasets.volumes import place_boxes
-from harness.equality import EqualityReport
-from harness.inference import InferenceOptions, Predictor, verify_fast_path
+from harness.equality import EqualityReport, check_equal
+from harness.inference import InferenceOptions, Predictor
+from harness.predictors import make_predictor
 
 
 @dataclass
@@ -98,14 +99,18 @@ class Runner:
     def __init__(self, model: torch.nn.Module, config: dict, options: InferenceOptions, batch_size: int):
         self.model, self.config, self.options, self.batch_size = model, config, options, batch_size
         self.task = config["task"]
-        self.predictor = Predictor(model, options)
+        data = config["data"]
+        size = int(data["image_size"] if self.task == "detection" else data["crop_size"])  # what the model sees
+        self.predictor = make_predictor(model, options, image_size=size)
         self.verified: EqualityReport | None = None
 
     def _check_path(self, images: torch.Tensor, clinical: torch.Tensor | None = None) -> None:
         """Refuse a fast path whose outputs differ from eager fp32's on these images (once, on the first study)."""
         if self.verified is not None or self.options.is_eager_fp32:
             return
-        self.verified = verify_fast_path(self.model, self.options, images, clinical)
+        reference = Predictor(self.model, self.options.baseline())
+        fast = self.predictor(images, clinical)
+        self.verified = check_equal(reference(images, clinical), fast, self.task, self.options.dtype)
         if not self.verified.ok:
             raise ValueError(
                 f"--path {self.options.label}: its outputs differ from eager fp32 on this model and study "

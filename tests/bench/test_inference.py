@@ -5,17 +5,13 @@ import copy
 import pytest
 import torch
 
+import harness.fast_parts as fast_parts
 import harness.inference as inference
 from harness.bench.weights import benchmark_model, spread_detector_scores
 from harness.equality import check_classifier, check_detections
-from harness.inference import (
-    InferenceOptions,
-    Predictor,
-    Uint8Images,
-    fold_batch_norms,
-    parse_paths,
-    verify_fast_path,
-)
+from harness.fast_parts import FastPart, Uint8Images, fold_batch_norms
+from harness.inference import InferenceOptions, Predictor, parse_paths
+from harness.predictors import verify_fast_path
 
 
 def _images(n: int, size: int) -> torch.Tensor:
@@ -106,14 +102,14 @@ def test_vgg16_bf16_box_head_equals_fp32_eager(vgg_detector):
 def test_box_head_scope_keeps_the_backbone_fp32(detector):
     predictor = Predictor(detector, InferenceOptions(dtype="bf16", amp_scope="box_head"))
     box_head = predictor.model.roi_heads.box_head
-    assert isinstance(box_head, inference.FastPart) and box_head.cast_weights
+    assert isinstance(box_head, FastPart) and box_head.cast_weights
     assert next(box_head.module.parameters()).dtype == torch.bfloat16
-    assert not isinstance(predictor.model.backbone, inference.FastPart)
+    assert not isinstance(predictor.model.backbone, FastPart)
     assert next(detector.roi_heads.box_head.parameters()).dtype == torch.float32  # the model itself is untouched
 
 
 def test_detector_check_catches_a_wrong_fast_path(detector, monkeypatch):
-    monkeypatch.setattr(inference, "_channels_last", _mirror)
+    monkeypatch.setattr(fast_parts, "_channels_last", _mirror)  # where the detector's FastPart parts call it
     report = verify_fast_path(detector, InferenceOptions(channels_last=True), _images(2, 64))
     assert not report.ok
     assert "no match" in report.detail or "differ" in report.detail

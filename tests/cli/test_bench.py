@@ -164,3 +164,27 @@ def test_bench_interleaves_paths_query_by_query(tmp_path, monkeypatch):
         assert record["queries"] == 5 and 0 < record["p50_ms"] <= record["p99_ms"]
     assert results[2]["uint8"] and "max |dp|" in results[2]["equality"]
     assert calls == [(3, {"batch": 1, "rounds": 5, "warmup": 2})]  # all three paths, in turns, one query each
+
+
+def test_bench_times_engines_beside_torch_and_records_them(tmp_path, capsys):
+    from mlflow import MlflowClient
+
+    out, uri = tmp_path / "out.json", f"sqlite:///{tmp_path / 'mlflow.db'}"
+    argv = shlex.split("bench --model wu2020 --engine torch --engine onnxruntime --engine openvino --interleave")
+    argv += ["--queries", "4", "--case-slices", "2", "--threads", "1", "--tracking-uri", uri, "--json", str(out)]
+    assert main(argv) == 0
+    table = capsys.readouterr().out
+    results = json.loads(out.read_text())["results"]
+    paths = [r["path"] for r in results]
+    assert paths[:3] == ["eager-fp32", "onnxruntime:fp32", "openvino:fp32"]
+    assert set(paths[3:]) <= {"openvino:bf16"}  # bf16 where the CPU has it natively
+    for record in results:
+        assert record["threads"] == 1 and record["engine_version"].startswith(record["engine"] + " ")
+        if record["engine"] != "torch":
+            assert record["equal"] and record["p50_ms"] > 0, record["equality"]
+            assert f"{record['path']}: equal: max |dp|" in table  # the verdict is printed under the table
+    client = MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name("benchmarks").experiment_id])
+    engines = sorted(run.data.params["engine"] for run in runs)
+    assert engines == sorted(r["engine"] for r in results)
+    assert all(run.data.params["threads"] == "1" for run in runs)

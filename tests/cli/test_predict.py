@@ -141,6 +141,18 @@ def test_a_fast_path_is_checked_before_it_is_used(trained, tmp_path, capsys):
         assert result.returncode == 2 and "differ from eager fp32" in result.stderr and not out.exists()
 
 
+def test_an_engine_path_scores_as_torch_does(trained, tmp_path, capsys):
+    scores = {}
+    for path in ("eager-fp32", "onnxruntime:fp32", "openvino:fp32"):
+        out = tmp_path / path.replace(":", "-")
+        result = predict(capsys, str(trained["classifier"]), str(trained["root"]), "--out", str(out), "--path", path)
+        assert result.returncode == 0 and f"path {path}" in result.stderr, result.stderr[-3000:]
+        scores[path] = json.loads((out / "P01" / "predictions.json").read_text())["slice_probabilities"]
+    for path in ("onnxruntime:fp32", "openvino:fp32"):
+        assert scores[path].keys() == scores["eager-fp32"].keys()
+        np.testing.assert_allclose(list(scores[path].values()), list(scores["eager-fp32"].values()), atol=1e-5)
+
+
 @pytest.mark.parametrize(
     "case,fragment",
     [
