@@ -6,7 +6,12 @@
 - Detectors (torchvision Faster R-CNN): input ``image`` (3, S, S) float32, one image per call (torchvision's ONNX
   support is for one image); outputs ``boxes`` (N, 4), ``labels`` (N,), ``scores`` (N,) in input pixels. The
   model's transform (normalisation, resizing to its ``min_size``) and its post-processing (box decoding, NMS) are in
-  the graph, as torchvision exports them.
+  the graph, as torchvision exports them, with one change: the graph keeps detections of any score (its
+  ``score_thresh`` is 0) and the model's own threshold is in the metadata (``score_thresh``), applied by the reader
+  (`harness.engines.runtimes.EnginePredictor`: ``scores > score_thresh``). OpenVINO 2026.4 returns one spurious
+  detection (a zero box, a score of the previous image) where the graph's result is empty; with no threshold in the
+  graph it is never empty. Detections above the threshold are the same: NMS suppresses only lower-scoring boxes,
+  and the 100 kept are the highest-scoring.
 
 The exporter is torch's TorchScript-based one (``dynamo=False``, opset 17), the one torchvision's detection models
 support. `export_onnx` returns bytes with the model's description in the ONNX metadata (registry name, task, input
@@ -39,6 +44,7 @@ class OnnxModel:
     inputs: tuple[str, ...]
     outputs: tuple[str, ...]
     dynamic_batch: bool
+    score_thresh: float | None = None  # detectors: the model's own threshold, applied by the reader
 
 
 class _Probability(nn.Module):
@@ -81,7 +87,9 @@ def export_onnx(
     name = getattr(model, "registry_name", type(model).__name__)
     task = model_task(name)
     model = copy.deepcopy(model).float().eval().cpu()
+    score_thresh = None
     if task == "detection":
+        score_thresh, model.roi_heads.score_thresh = float(model.roi_heads.score_thresh), 0.0
         wrapper, inputs, outputs = _OneImageDetector(model), ("image",), ("boxes", "labels", "scores")
         example: tuple = (torch.rand(3, image_size, image_size),)
         dynamic = None
@@ -110,9 +118,11 @@ def export_onnx(
             **kwargs,
         )
     fields = {"registry_name": name, "task": task, "image_size": image_size, "batch": batch or "dynamic"}
+    if score_thresh is not None:
+        fields["score_thresh"] = score_thresh
     data = with_metadata(buffer.getvalue(), fields | (metadata or {}))
     dynamic_batch = task == "classification" and not batch
-    return OnnxModel(data, name, task, image_size, inputs, outputs, dynamic_batch=dynamic_batch)
+    return OnnxModel(data, name, task, image_size, inputs, outputs, dynamic_batch, score_thresh)
 
 
 def with_metadata(data: bytes, fields: dict) -> bytes:

@@ -111,10 +111,12 @@ class EnginePredictor:
                 f"got {image.shape[-2]}x{image.shape[-1]}"
             )
         boxes, labels, scores = self.session.run({"image": image})
+        scores = np.asarray(scores, dtype=np.float32).reshape(-1)
+        keep = scores > self.onnx.score_thresh  # the model's threshold, left out of the graph (onnx_export)
         return {
-            "boxes": torch.from_numpy(np.asarray(boxes, dtype=np.float32).reshape(-1, 4)),
-            "labels": torch.from_numpy(np.asarray(labels, dtype=np.int64).reshape(-1)),
-            "scores": torch.from_numpy(np.asarray(scores, dtype=np.float32).reshape(-1)),
+            "boxes": torch.from_numpy(np.asarray(boxes, dtype=np.float32).reshape(-1, 4)[keep]),
+            "labels": torch.from_numpy(np.asarray(labels, dtype=np.int64).reshape(-1)[keep]),
+            "scores": torch.from_numpy(scores[keep]),
         }
 
 
