@@ -86,7 +86,8 @@ def _info(benchmark, name, options, size, batch, kind):
             "threads": torch.get_num_threads(),
         }
     )
-    benchmark.name = f"{benchmark.name}[{options.device}-{options.dtype}]"
+    precision = options.dtype if options.engine == "torch" else options.label  # openvino:bf16, onnxruntime:fp32
+    benchmark.name = f"{benchmark.name}[{options.device}-{precision}]"
 
 
 def _throughput(benchmark, images: int) -> None:
