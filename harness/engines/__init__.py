@@ -41,9 +41,11 @@ class EngineMissing(ImportError):
 
 
 def require(engine: str) -> ModuleType:
-    """Import the engine's module, or raise `EngineMissing` naming the extra to install."""
+    """Import the engine's module (and ``onnx``, through which every engine gets its model), or raise
+    `EngineMissing` naming the extra to install."""
     module, extra = ENGINE_MODULES[engine]
     try:
+        importlib.import_module("onnx")
         return importlib.import_module(module)
     except ImportError as exc:
         raise EngineMissing(

@@ -30,6 +30,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
+from . import EngineMissing
+
 OPSET = 17
 
 
@@ -127,7 +129,7 @@ def export_onnx(
 
 def with_metadata(data: bytes, fields: dict) -> bytes:
     """The ONNX bytes with ``harness.*`` metadata properties (readable by any ONNX tool)."""
-    import onnx
+    onnx = _onnx()
 
     proto = onnx.load_from_string(data)
     for key, value in fields.items():
@@ -138,7 +140,14 @@ def with_metadata(data: bytes, fields: dict) -> bytes:
 
 def read_metadata(data: bytes) -> dict[str, str]:
     """The ``harness.*`` metadata properties of exported ONNX bytes."""
-    import onnx
-
-    proto = onnx.load_from_string(data)
+    proto = _onnx().load_from_string(data)
     return {p.key.removeprefix("harness."): p.value for p in proto.metadata_props if p.key.startswith("harness.")}
+
+
+def _onnx():
+    """The ``onnx`` package, or `harness.engines.EngineMissing` naming the extra that installs it."""
+    try:
+        import onnx
+    except ImportError as exc:
+        raise EngineMissing(f"exporting to ONNX needs the 'onnx' package ({exc}): pip install -e '.[onnx]'") from exc
+    return onnx

@@ -47,8 +47,10 @@ class Distributed:
         return DistributedDataParallel(model, device_ids=ids)
 
     def mean(self, value: float) -> float:
-        """The mean of ``value`` over the workers."""
-        tensor = torch.tensor([value], dtype=torch.float64)
+        """The mean of ``value`` over the workers (on the GPU under NCCL, which reduces CUDA tensors only)."""
+        nccl = dist.get_backend() == "nccl"
+        device = torch.device("cuda", torch.cuda.current_device()) if nccl else torch.device("cpu")
+        tensor = torch.tensor([value], dtype=torch.float64, device=device)
         dist.all_reduce(tensor)
         return float(tensor.item()) / self.world_size
 
