@@ -30,8 +30,10 @@ def verify_fast_path(
     options: InferenceOptions,
     images: torch.Tensor,
     clinical: torch.Tensor | None = None,
+    fast=None,
 ) -> EqualityReport:
-    """Run ``model`` on ``images`` through the fp32 eager path and through ``options``; compare (`check_equal`)."""
+    """Run ``model`` on ``images`` through the fp32 eager path and through ``options``; compare (`check_equal`).
+    ``fast``: the predictor of ``options`` already in use (checked as is; default: a new one)."""
     reference = Predictor(model, options.baseline())
-    fast = make_predictor(model, options, image_size=int(images.shape[-1]))
+    fast = fast or make_predictor(model, options, image_size=int(images.shape[-1]))
     return check_equal(reference(images, clinical), fast(images, clinical), fast.task, options.dtype)

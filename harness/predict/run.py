@@ -24,9 +24,9 @@ from harness.datasets.label_maps import series_affine
 from harness.datasets.manifest import Box
 from harness.datasets.series import Volume
 from harness.datasets.volumes import place_boxes
-from harness.equality import EqualityReport, check_equal
-from harness.inference import InferenceOptions, Predictor
-from harness.predictors import make_predictor
+from harness.equality import EqualityReport
+from harness.inference import InferenceOptions
+from harness.predictors import make_predictor, verify_fast_path
 
 
 @dataclass
@@ -108,9 +108,7 @@ class Runner:
         """Refuse a fast path whose outputs differ from eager fp32's on these images (once, on the first study)."""
         if self.verified is not None or self.options.is_eager_fp32:
             return
-        reference = Predictor(self.model, self.options.baseline())
-        fast = self.predictor(images, clinical)
-        self.verified = check_equal(reference(images, clinical), fast, self.task, self.options.dtype)
+        self.verified = verify_fast_path(self.model, self.options, images, clinical, fast=self.predictor)
         if not self.verified.ok:
             raise ValueError(
                 f"--path {self.options.label}: its outputs differ from eager fp32 on this model and study "
